@@ -1,0 +1,73 @@
+"""Output as docker prints it: aligned tables, human sizes and durations."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import time
+
+import click
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row)]
+    for row in [headers] + rows:
+        line = "   ".join(c.ljust(w) for c, w in zip(row[:-1], widths[:-1]))
+        click.echo((line + "   " + row[-1]).rstrip() if len(row) > 1 else row[0])
+
+
+def print_json(items) -> None:
+    click.echo(json.dumps(items, indent=2))
+
+
+def human_size(n: int) -> str:
+    """docker's decimal units: 4.26MB."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g}{unit}" if unit != "B" else f"{n}B"
+        n /= 1000
+    return f"{n}B"
+
+
+def parse_time(iso: str) -> float | None:
+    if not iso:
+        return None
+    try:
+        base = iso.split(".")[0].rstrip("Z")
+        return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def ago(iso: str) -> str:
+    t = parse_time(iso)
+    return f"{human_duration(time.time() - t)} ago" if t else ""

@@ -1,0 +1,91 @@
+"""Entry point of `pyctr`: global options, error rendering, exit statuses.
+
+Errors a user can cause are rendered as one line (what, where, a hint) and
+exit 125 like docker; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from pyctr import __version__
+from pyctr.errors import EXIT_ENGINE, PyctrError
+
+# verbs that only print and need neither root nor the root dir
+_NO_ROOT = {"version", None}
+
+
+class Group(click.Group):
+    """Usage errors exit 125 like the docker CLI's, and name the help command."""
+
+    def main(self, *args, **kwargs):
+        kwargs.setdefault("standalone_mode", False)
+        debug = "--debug" in sys.argv[1:]
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            cmd = exc.ctx.command_path if exc.ctx else "pyctr"
+            click.echo(f"pyctr: {exc.format_message()}\nSee '{cmd} --help'.", err=True)
+            sys.exit(EXIT_ENGINE)
+        except click.ClickException as exc:
+            click.echo(f"pyctr: {exc.format_message()}", err=True)
+            sys.exit(EXIT_ENGINE)
+        except click.Abort:
+            sys.exit(130)
+        except PyctrError as exc:
+            if debug:
+                import traceback
+                traceback.print_exc()
+            click.echo(f"pyctr: {exc.render()}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", envvar="PYCTR_ROOT", default="/var/lib/pyctr", show_default=True,
+              help="Directory of images, layers and containers.")
+@click.option("--run-dir", envvar="PYCTR_RUN_DIR", default="/run/pyctr", show_default=True,
+              help="Directory of runtime state.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(__version__, "-v", "--version", prog_name="pyctr")
+@click.pass_context
+def cli(ctx: click.Context, root: str, run_dir: str, debug: bool) -> None:
+    """pyctr: a teaching container runtime built directly on Linux primitives."""
+    from pyctr.engine import Engine, require_root
+
+    if ctx.invoked_subcommand not in _NO_ROOT and "--help" not in sys.argv \
+            and "-h" not in sys.argv:
+        require_root("pyctr " + " ".join(sys.argv[1:]))
+    ctx.obj = Engine(root=root, run_dir=run_dir)
+    os.umask(0o022)
+
+
+@cli.command()
+def version() -> None:
+    """Show the pyctr version."""
+    click.echo(f"pyctr {__version__}")
+
+
+def _register() -> None:
+    from pyctr.cli import container, image
+    for mod in (container, image):
+        for command in mod.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    cli.main(prog_name="pyctr")
+
+
+if __name__ == "__main__":
+    main()

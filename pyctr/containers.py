@@ -1,0 +1,141 @@
+"""Containers on disk: one directory per container under ``ROOT/containers``.
+
+Each holds the OCI bundle (config.json, rootfs/ — the overlay mount point),
+the overlay's upper/ and work/ dirs, the generated /etc files and
+``container.json``, the engine's record shaped like ``docker inspect``.
+Status is derived from the kernel (the PID alive with the recorded start
+time), never trusted from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyctr.errors import Conflict, NotFound
+from pyctr.fsutil import atomic_write_json, locked, pid_start_time
+
+_ADJECTIVES = ("brave", "calm", "eager", "fond", "jolly", "keen", "lucid", "merry",
+               "nifty", "quirky", "sharp", "sleepy", "tender", "vivid", "witty", "zen")
+_NOUNS = ("babbage", "curie", "dijkstra", "euler", "gauss", "hopper", "knuth", "lamport",
+          "lovelace", "noether", "pike", "ritchie", "shannon", "thompson", "turing", "wirth")
+
+
+def now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+@dataclass
+class Container:
+    dir: Path
+    record: dict
+
+    @property
+    def id(self) -> str:
+        return self.record["Id"]
+
+    @property
+    def name(self) -> str:
+        return self.record["Name"]
+
+    @property
+    def bundle(self) -> Path:
+        return self.dir
+
+    @property
+    def rootfs(self) -> Path:
+        return self.dir / "rootfs"
+
+    @property
+    def status(self) -> str:
+        """created | running | exited, the running claim checked against the kernel."""
+        state = self.record["State"]
+        if state["Status"] == "running":
+            pid = state.get("Pid") or 0
+            if not pid or pid_start_time(pid) != state.get("PidStartTime"):
+                return "exited"
+        return state["Status"]
+
+    def save(self) -> None:
+        atomic_write_json(self.dir / "container.json", self.record)
+
+
+class ContainerStore:
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "containers"
+
+    def _lock(self):
+        return locked(self.dir / ".lock")
+
+    def create(self, *, name: str | None, image: str, image_id: str, record: dict) -> Container:
+        """Reserve a unique name and id and write the first record, under the store lock."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._lock():
+            taken = {c.name: c for c in self.list()}
+            if name is None:
+                name = self._free_name(set(taken))
+            elif name in taken:
+                other = taken[name]
+                raise Conflict(f'the container name "/{name}" is already in use by container '
+                               f'"{other.id}"',
+                               hint=f"remove it (pyctr rm {name}) or choose another --name")
+            cid = secrets.token_hex(32)
+            cdir = self.dir / cid
+            cdir.mkdir(mode=0o700)
+            full = {"Id": cid, "Name": name, "Created": now_iso(), "Image": image,
+                    "ImageID": image_id,
+                    "State": {"Status": "created", "Running": False, "Pid": 0,
+                              "ExitCode": 0, "Error": "", "StartedAt": "",
+                              "FinishedAt": ""}}
+            full.update(record)
+            c = Container(cdir, full)
+            c.save()
+            return c
+
+    @staticmethod
+    def _free_name(taken: set[str]) -> str:
+        while True:
+            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+            if name not in taken:
+                return name
+
+    def list(self) -> list[Container]:
+        out = []
+        if not self.dir.is_dir():
+            return out
+        for entry in os.scandir(self.dir):
+            if not entry.is_dir() or len(entry.name) != 64:
+                continue
+            try:
+                with open(os.path.join(entry.path, "container.json")) as f:
+                    out.append(Container(Path(entry.path), json.load(f)))
+            except (OSError, ValueError):
+                continue  # half-created: no record yet
+        out.sort(key=lambda c: c.record.get("Created", ""), reverse=True)
+        return out
+
+    def get(self, ref: str) -> Container:
+        """By name, full id or unique id prefix, as docker finds containers."""
+        everything = self.list()
+        for c in everything:
+            if c.name == ref.lstrip("/") or c.id == ref:
+                return c
+        matches = [c for c in everything if len(ref) >= 1 and c.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise Conflict(f'multiple containers match "{ref}"',
+                           hint="give more characters of the id, or the name")
+        raise NotFound(f"no such container: {ref}", hint="pyctr ps -a lists the containers")
+
+    def remove_dir(self, c: Container) -> None:
+        shutil.rmtree(c.dir, ignore_errors=True)
+
+    def using_image(self, image_id: str) -> list[Container]:
+        return [c for c in self.list() if c.record.get("ImageID") == image_id]

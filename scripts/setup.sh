@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Set up this machine for pyctr: system packages, pyctr in a venv with its
+# console script on PATH, and the local `busybox` image (no network needed).
+# Idempotent; quiet on success; says what failed otherwise.  Run as root.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${PYCTR_VENV:-/opt/pyctr/venv}
+BIN=${PYCTR_BIN:-/usr/local/bin}
+LOG=$(mktemp /tmp/pyctr-setup.XXXXXX.log)
+trap 'rm -f "$LOG"' EXIT
+
+fail() {
+    echo "setup.sh: $1" >&2
+    [ -s "$LOG" ] && { echo "--- last output ---" >&2; tail -n 30 "$LOG" >&2; }
+    exit 1
+}
+
+[ "$(id -u)" -eq 0 ] || fail "needs root: try sudo $0"
+command -v apt-get >/dev/null || fail "needs a Debian or Ubuntu host (apt-get not found)"
+
+# Runtime needs: python3 + venv, libcap-dev (python-prctl builds against it),
+# busybox-static (the local image), iproute2, tini/catatonit (--init later).
+# Test and benchmark needs: umoci, skopeo, runc, crun, zstd, attr, hyperfine.
+PKGS="python3 python3-venv python3-dev gcc libcap-dev busybox-static iproute2 tini
+      catatonit umoci skopeo runc crun zstd attr hyperfine tar gzip"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >"$LOG" 2>&1 || fail "apt-get update failed"
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >>"$LOG" 2>&1 \
+        || fail "apt-get install failed for:$missing"
+fi
+
+# pyctr in its own venv (PEP 668 forbids pip outside one on Debian/Ubuntu),
+# made from the system python3: its absolute path in the console script
+# keeps start-up cheap (no pyenv shim).
+if [ ! -x "$VENV/bin/python" ]; then
+    /usr/bin/python3 -m venv "$VENV" >"$LOG" 2>&1 || fail "cannot create the venv $VENV"
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO[test]" >"$LOG" 2>&1 \
+    || fail "pip install of pyctr into $VENV failed"
+ln -sf "$VENV/bin/pyctr" "$BIN/pyctr"
+
+# The local busybox image, made from Debian's busybox-static through pyctr's own import.
+if ! "$BIN/pyctr" images --format json 2>/dev/null | grep -q '"busybox:latest"'; then
+    "$VENV/bin/python" "$REPO/scripts/make_busybox_rootfs.py" --tar /tmp/pyctr-busybox.$$.tar \
+        >"$LOG" 2>&1 || fail "cannot build the busybox rootfs"
+    "$BIN/pyctr" import --change 'CMD ["sh"]' /tmp/pyctr-busybox.$$.tar busybox:latest >"$LOG" 2>&1 \
+        || { rm -f /tmp/pyctr-busybox.$$.tar; fail "pyctr import of busybox failed"; }
+    rm -f /tmp/pyctr-busybox.$$.tar
+fi

@@ -62,10 +62,12 @@ def load(engine, path, quiet) -> None:
 
 
 @click.command(name="import")
+@click.option("-c", "--change", multiple=True, metavar="INSTRUCTION",
+              help="Apply a Dockerfile instruction to the image config, e.g. 'CMD [\"sh\"]'.")
 @click.argument("file", metavar="FILE|-")
 @click.argument("reference", required=False, metavar="[REPOSITORY[:TAG]]")
 @click.pass_obj
-def import_(engine, file, reference) -> None:
+def import_(engine, change, file, reference) -> None:
     """Create an image from a rootfs tarball (like `docker import`)."""
     from pathlib import Path
 
@@ -73,7 +75,8 @@ def import_(engine, file, reference) -> None:
     if file != "-" and not Path(file).exists():
         raise NotFound(f"no such file: {file}",
                        hint="pyctr import takes a tar of a root filesystem (or - for stdin)")
-    image = engine.images.import_rootfs(file if file == "-" else Path(file), reference or "")
+    image = engine.images.import_rootfs(file if file == "-" else Path(file), reference or "",
+                                        changes=list(change))
     click.echo(image.id)
 
 

@@ -1,0 +1,79 @@
+"""Integration fixtures: a pyctr root with the busybox image, and the CLI as users type it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_busybox_rootfs
+
+PYCTR = str(Path(sys.executable).parent / "pyctr")
+
+
+@dataclass
+class Pyctr:
+    root: Path
+    run_dir: Path
+
+    def argv(self, *args: str) -> list[str]:
+        return [PYCTR, "--root", str(self.root), "--run-dir", str(self.run_dir), *args]
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 60,
+                 **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("stdin", subprocess.DEVNULL if input is None else None)
+        return subprocess.run(self.argv(*args), input=input, capture_output=True, text=True,
+                              timeout=timeout, **kw)
+
+    def ok(self, *args: str, **kw) -> str:
+        r = self(*args, **kw)
+        assert r.returncode == 0, f"pyctr {' '.join(args)} -> {r.returncode}\n{r.stderr}"
+        return r.stdout
+
+    def container(self, name: str) -> dict:
+        for c in json.loads(self.ok("ps", "-a", "--format", "json")):
+            if c["Name"] == name:
+                return c
+        raise KeyError(name)
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bbtar")
+    root = make_busybox_rootfs(d / "rootfs")
+    tar = d / "busybox.tar"
+    subprocess.run(["tar", "-C", str(root), "-cf", str(tar), "."], check=True)
+    return tar
+
+
+@pytest.fixture(scope="session")
+def pyctr_session(busybox_tar) -> Pyctr:
+    """One root for the session with busybox:latest imported through `pyctr import`."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: namespaces, mounts and overlayfs")
+    base = Path(tempfile.mkdtemp(prefix="pyctr-it-", dir="/var/tmp"))
+    p = Pyctr(base / "root", base / "run")
+    p.ok("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+    yield p
+    for c in json.loads(p.ok("ps", "-a", "--format", "json")):
+        p("rm", "-f", c["Id"])
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pyctr(pyctr_session) -> Pyctr:
+    return pyctr_session
+
+
+@pytest.fixture
+def name() -> str:
+    """A unique container name for this test."""
+    return f"t-{uuid.uuid4().hex[:10]}"

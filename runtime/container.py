@@ -1,0 +1,186 @@
+"""The runtime's verbs, runc's lifecycle: create, start, state, kill, delete.
+
+``create`` leaves PID 1 fully set up and blocked on ``<state>/<id>/exec.fifo``;
+``start`` — from this process or any other — opens the fifo for reading,
+which lets the init execve.  Everything a failed create made (the process,
+its namespaces, the state dir) is removed before the error is raised.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from pyctr.errors import Conflict, ContainerInitError, NotFound, PyctrError
+
+from .process import Spawned, spawn
+from .spec import OCI_VERSION, load_spec, rootfs_path
+from .state import FIFO, container_dir, read_state, start_time, state, status_of, write_state
+
+__all__ = ["Container", "create", "delete", "kill", "load", "start", "state"]
+
+
+class Container:
+    """A container created by this runtime; ``pid`` is PID 1's pid on the host."""
+
+    def __init__(self, container_id: str, pid: int, bundle: Path, state_root: Path,
+                 console_fd: int | None = None, sync: object | None = None) -> None:
+        self.id = container_id
+        self.pid = pid
+        self.bundle = bundle
+        self.state_root = Path(state_root)
+        self.console_fd = console_fd
+        self._sync = sync
+        self._exit_code: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<Container {self.id} pid={self.pid}>"
+
+    @property
+    def status(self) -> str:
+        return state(self.id, self.state_root)["status"]
+
+    def start(self) -> None:
+        """Let the init execve; raise ExecError if execve itself failed."""
+        start(self.id, self.state_root)
+        sync, self._sync = self._sync, None
+        if sync is None:
+            return
+        try:
+            data = sync.recv(65536)  # type: ignore[attr-defined]
+        finally:
+            sync.close()  # type: ignore[attr-defined]
+        if data:
+            import json
+
+            msg = json.loads(data)
+            if msg.get("type") == "error":
+                raise PyctrError.from_dict(msg["error"])
+
+    def wait(self) -> int:
+        """Reap PID 1: its exit code, or 128+signal like docker."""
+        if self._exit_code is not None:
+            return self._exit_code
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            # not our child (created by another process): wait for it to vanish
+            while start_time(self.pid) is not None:
+                time.sleep(0.01)
+            raise Conflict(f"container {self.id} was not created by this process; "
+                           "its exit status is lost", hint="wait from the creating process")
+        self._exit_code = (os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
+                           else 128 + os.WTERMSIG(status))
+        return self._exit_code
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        """Signal PID 1 (checked against pid reuse)."""
+        kill(self.id, self.state_root, sig)
+
+    def delete(self) -> None:
+        """Kill PID 1 if it still runs, reap it, close our fds, remove the state dir."""
+        if self._exit_code is None and start_time(self.pid) is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self._exit_code is None:
+            try:
+                self.wait()
+            except Conflict:
+                pass
+        if self.console_fd is not None:
+            os.close(self.console_fd)
+            self.console_fd = None
+        if self._sync is not None:
+            self._sync.close()  # type: ignore[attr-defined]
+            self._sync = None
+        shutil.rmtree(container_dir(self.state_root, self.id), ignore_errors=True)
+
+
+def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
+           stdout: int = 1, stderr: int = 2) -> Container:
+    """Set up a container from ``bundle`` and leave PID 1 waiting for start()."""
+    bundle = Path(bundle).absolute()
+    directory = container_dir(Path(state_root), container_id)
+    spec = load_spec(bundle)
+    Path(state_root).mkdir(parents=True, exist_ok=True, mode=0o711)
+    try:
+        directory.mkdir(mode=0o711)
+    except FileExistsError:
+        raise Conflict(f"container {container_id} already exists", path=str(directory),
+                       hint="pick another id or delete the old container") from None
+    spawned: Spawned | None = None
+    try:
+        fifo = directory / FIFO
+        os.mkfifo(fifo, 0o622)
+        os.chmod(fifo, 0o622)  # any uid may open it for writing: the init may not be root
+        spawned = spawn(spec, str(rootfs_path(bundle, spec)), str(bundle), str(fifo),
+                        stdin=stdin, stdout=stdout, stderr=stderr)
+        write_state(directory, {
+            "ociVersion": OCI_VERSION, "id": container_id, "pid": spawned.pid,
+            "pidStartTime": start_time(spawned.pid), "bundle": str(bundle),
+            "created": time.time(),
+        })
+    except BaseException:
+        if spawned is not None:
+            spawned.sync.close()
+            if spawned.console_fd is not None:
+                os.close(spawned.console_fd)
+            try:
+                os.kill(spawned.pid, signal.SIGKILL)
+                os.waitpid(spawned.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return Container(container_id, spawned.pid, bundle, Path(state_root),
+                     console_fd=spawned.console_fd, sync=spawned.sync)
+
+
+def start(container_id: str, state_root: Path) -> None:
+    """Open the exec fifo for reading: the waiting init's open() returns and it execs."""
+    st = state(container_id, state_root)
+    if st["status"] != "created":
+        raise Conflict(f"cannot start container {container_id}: it is {st['status']}",
+                       hint="only a created container can be started")
+    fifo = container_dir(Path(state_root), container_id) / FIFO
+    data = read_state(state_root, container_id)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            if poller.poll(100):
+                got = os.read(fd, 1)
+                if got:
+                    break
+            if start_time(data["pid"]) != data["pidStartTime"]:
+                raise ContainerInitError(f"container {container_id}: init exited before start",
+                                         step="start", hint="see the container's output")
+    finally:
+        os.close(fd)
+    os.unlink(fifo)
+
+
+def load(container_id: str, state_root: Path) -> Container:
+    """A handle on a container created elsewhere (wait() then cannot get its status)."""
+    data = read_state(state_root, container_id)
+    return Container(container_id, data["pid"], Path(data["bundle"]), Path(state_root))
+
+
+def kill(container_id: str, state_root: Path, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to PID 1, unless the pid now belongs to someone else."""
+    data = read_state(state_root, container_id)
+    if status_of(data, container_dir(Path(state_root), container_id)) == "stopped":
+        raise NotFound(f"container {container_id} is not running", hint="it already exited")
+    os.kill(data["pid"], sig)
+
+
+def delete(container_id: str, state_root: Path) -> None:
+    """Remove a container; kill its PID 1 first if it still runs."""
+    load(container_id, state_root).delete()

@@ -1,0 +1,152 @@
+"""RecordingSyscalls: the ``Syscalls`` seam that records instead of acting.
+
+Unit tests run the real init pipeline against it without root and assert
+the exact sequence of mounts and privilege changes.  Queries (exists,
+is_dir, stat, access) answer from a real directory tree (a test rootfs);
+after pivot_root, container paths are mapped back into it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .syscalls import Syscalls
+
+
+class RecordingSyscalls(Syscalls):
+    """Every mutating call appends ``(name, *args)`` to ``calls``; nothing touches the kernel."""
+
+    def __init__(self, rootfs: str) -> None:
+        self.rootfs = rootfs
+        self.calls: list[tuple[Any, ...]] = []
+        self.pivoted = False
+        self.created: set[str] = set()
+
+    def _rec(self, *call: Any) -> None:
+        self.calls.append(call)
+
+    def _real(self, path: str) -> str:
+        if self.pivoted and path.startswith("/"):
+            return os.path.join(self.rootfs, path.lstrip("/"))
+        return path
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+    # recorded
+    def mount(self, source, target, fstype, flags=0, data=None):  # type: ignore[override]
+        self._rec("mount", source, target, fstype, flags, data)
+
+    def umount(self, target, flags=0):  # type: ignore[override]
+        self._rec("umount", target, flags)
+
+    def pivot_root(self, new_root, put_old):  # type: ignore[override]
+        self._rec("pivot_root", new_root, put_old)
+        self.pivoted = True
+
+    def unshare(self, flags):  # type: ignore[override]
+        self._rec("unshare", flags)
+
+    def setns(self, path, nstype):  # type: ignore[override]
+        self._rec("setns", path, nstype)
+
+    def sethostname(self, name):  # type: ignore[override]
+        self._rec("sethostname", name)
+
+    def chdir(self, path):  # type: ignore[override]
+        self._rec("chdir", path)
+        if self.pivoted and not os.path.isdir(self._real(path)):
+            raise FileNotFoundError(2, "No such file or directory", path)
+
+    def mkdir(self, path, mode=0o755):  # type: ignore[override]
+        self._rec("mkdir", path)
+        self.created.add(path)
+
+    def touch(self, path):  # type: ignore[override]
+        self._rec("touch", path)
+        self.created.add(path)
+
+    def mknod(self, path, mode, device):  # type: ignore[override]
+        self._rec("mknod", path, mode, device)
+        self.created.add(path)
+
+    def chown(self, path, uid, gid):  # type: ignore[override]
+        self._rec("chown", path, uid, gid)
+
+    def chmod(self, path, mode):  # type: ignore[override]
+        self._rec("chmod", path, mode)
+
+    def symlink(self, target, path):  # type: ignore[override]
+        self._rec("symlink", target, path)
+
+    def unlink(self, path):  # type: ignore[override]
+        self._rec("unlink", path)
+
+    def setrlimit(self, resource_id, soft, hard):  # type: ignore[override]
+        self._rec("setrlimit", resource_id, soft, hard)
+
+    def setgroups(self, gids):  # type: ignore[override]
+        self._rec("setgroups", gids)
+
+    def setgid(self, gid):  # type: ignore[override]
+        self._rec("setgid", gid)
+
+    def setuid(self, uid):  # type: ignore[override]
+        self._rec("setuid", uid)
+
+    def set_keepcaps(self, on):  # type: ignore[override]
+        self._rec("set_keepcaps", on)
+
+    def raise_effective(self):  # type: ignore[override]
+        self._rec("raise_effective")
+
+    def capbset_drop(self, cap):  # type: ignore[override]
+        self._rec("capbset_drop", cap)
+
+    def capset(self, effective, permitted, inheritable):  # type: ignore[override]
+        self._rec("capset", effective, permitted, inheritable)
+
+    def clear_ambient(self):  # type: ignore[override]
+        self._rec("clear_ambient")
+
+    def ambient_raise(self, cap):  # type: ignore[override]
+        self._rec("ambient_raise", cap)
+
+    def set_no_new_privs(self):  # type: ignore[override]
+        self._rec("set_no_new_privs")
+
+    def open_pty(self):  # type: ignore[override]
+        self._rec("open_pty")
+        return (100, 101)
+
+    def set_console_size(self, fd, height, width):  # type: ignore[override]
+        self._rec("set_console_size", fd, height, width)
+
+    def make_controlling_tty(self, slave):  # type: ignore[override]
+        self._rec("make_controlling_tty", slave)
+
+    def close(self, fd):  # type: ignore[override]
+        self._rec("close", fd)
+
+    def close_fds_except(self, keep):  # type: ignore[override]
+        self._rec("close_fds_except", sorted(keep))
+
+    def wait_for_start(self, fifo_fd):  # type: ignore[override]
+        self._rec("wait_for_start", fifo_fd)
+
+    def execve(self, path, args, env):  # type: ignore[override]
+        self._rec("execve", path, list(args))
+
+    # queries, answered from the real tree
+    def exists(self, path):  # type: ignore[override]
+        return path in self.created or os.path.lexists(self._real(path))
+
+    def is_dir(self, path):  # type: ignore[override]
+        return os.path.isdir(self._real(path))
+
+    def stat(self, path):  # type: ignore[override]
+        return os.stat(self._real(path))
+
+    def access(self, path, mode):  # type: ignore[override]
+        return os.access(self._real(path), mode)

@@ -1,0 +1,232 @@
+"""The container's init pipeline: a fixed list of named steps, run by PID 1 before execve.
+
+The order is the lesson (and ``--explain`` prints these names):
+mounts are made while the host is still visible, pivot_root cuts it off,
+then privilege is taken away piece by piece, and the executable is looked
+up before waiting so ``create`` already reports "executable file not found".
+Each step that fails is reported to the caller as a structured
+ContainerInitError naming the step (see ``run_pipeline``).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import json
+import os
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyctr.errors import (
+    EXIT_CANNOT_INVOKE,
+    EXIT_NOT_FOUND,
+    ContainerInitError,
+    ExecError,
+    PyctrError,
+    from_oserror,
+)
+
+from . import rootfs, security, terminal
+from .syscalls import Syscalls
+
+
+@dataclass
+class InitContext:
+    """What the steps share: the spec, host paths, the syscall seam and the channels out."""
+
+    spec: dict
+    rootfs: str
+    bundle: str
+    sys: Syscalls
+    sync: socket.socket | None = None
+    fifo_fd: int | None = None
+    pivoted: bool = False
+    mount: str | None = None  # the spec entry being worked on, for error messages
+    executable: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def send(self, message: dict, fds: list[int] | None = None) -> None:
+        if self.sync is not None:
+            data = json.dumps(message).encode()
+            if fds:
+                socket.send_fds(self.sync, [data], fds)
+            else:
+                self.sync.send(data)
+
+    def send_console(self, master: int) -> None:
+        self.send({"type": "console"}, [master])
+
+
+def change_dir(ctx: InitContext) -> None:
+    """chdir(process.cwd) as the container's user, inside the new root."""
+    cwd = ctx.spec["process"].get("cwd", "/")
+    try:
+        ctx.sys.chdir(cwd)
+    except OSError as exc:
+        raise ContainerInitError(
+            f'chdir to cwd ({json.dumps(cwd)}) set in config.json failed: '
+            f'{(exc.strerror or "").lower()}', syscall="chdir", path=cwd, errno=exc.errno,
+            hint="create the directory in the image or pick another working dir") from None
+
+
+def environment(spec: dict) -> dict[str, str]:
+    env = {}
+    for item in spec["process"].get("env", []):
+        key, _, value = item.partition("=")
+        env[key] = value
+    return env
+
+
+def find_executable(sys: Syscalls, name: str, env: dict[str, str]) -> str:
+    """Like Go's exec.LookPath (what runc does) in the container's $PATH; raises ExecError."""
+    def check(path: str) -> str | None:
+        try:
+            st = sys.stat(path)
+        except OSError:
+            return None
+        if stat.S_ISDIR(st.st_mode) or not sys.access(path, os.X_OK):
+            return "denied"
+        return "ok"
+
+    if "/" in name:
+        found = check(name)
+        if found == "ok":
+            return name
+        if found == "denied":
+            raise ExecError(f'exec: "{name}": permission denied', syscall="execve", path=name,
+                            errno=_errno.EACCES, exit_code=EXIT_CANNOT_INVOKE,
+                            hint="the file is not executable (chmod +x) or is a directory")
+        raise ExecError(f'exec: "{name}": stat {name}: no such file or directory',
+                        syscall="execve", path=name, exit_code=EXIT_NOT_FOUND,
+                        hint="check the command's path inside the image")
+    denied = None
+    for d in env.get("PATH", "").split(":"):
+        candidate = os.path.join(d or ".", name)
+        found = check(candidate)
+        if found == "ok":
+            return candidate
+        if found == "denied" and denied is None:
+            denied = candidate
+    if denied is not None:
+        raise ExecError(f'exec: "{name}": permission denied', syscall="execve", path=denied,
+                        errno=_errno.EACCES, exit_code=EXIT_CANNOT_INVOKE,
+                        hint=f"{denied} is not executable (chmod +x) or is a directory")
+    raise ExecError(f'exec: "{name}": executable file not found in $PATH', syscall="execve",
+                    exit_code=EXIT_NOT_FOUND,
+                    hint="check the command's name and the PATH in process.env")
+
+
+def lookup_executable(ctx: InitContext) -> None:
+    """Find process.args[0] now, so a missing command fails at create, not at start."""
+    ctx.env = environment(ctx.spec)
+    ctx.executable = find_executable(ctx.sys, ctx.spec["process"]["args"][0], ctx.env)
+
+
+def close_fds(ctx: InitContext) -> None:
+    """Close every fd but stdio, the sync socket and the exec fifo (both close-on-exec)."""
+    keep = {0, 1, 2}
+    if ctx.sync is not None:
+        keep.add(ctx.sync.fileno())
+    if ctx.fifo_fd is not None:
+        keep.add(ctx.fifo_fd)
+    ctx.sys.close_fds_except(keep)
+
+
+def wait_for_start(ctx: InitContext) -> None:
+    """Tell the caller we are ready, then block on the exec fifo until start() opens it."""
+    ctx.send({"type": "ready"})
+    if ctx.fifo_fd is not None:
+        ctx.sys.wait_for_start(ctx.fifo_fd)
+
+
+def execve(ctx: InitContext) -> None:
+    """Become the container's command; the sync socket closes on exec (EOF = success)."""
+    assert ctx.executable is not None
+    try:
+        ctx.sys.execve(ctx.executable, ctx.spec["process"]["args"], ctx.env)
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if exc.errno == _errno.ENOENT else EXIT_CANNOT_INVOKE
+        raise ExecError(f'exec: "{ctx.executable}": {(exc.strerror or "").lower()}',
+                        syscall="execve", path=ctx.executable, errno=exc.errno,
+                        exit_code=code, hint="the file may not be a valid executable "
+                        "for this machine") from None
+
+
+Step = Callable[[InitContext], None]
+
+STEPS: list[tuple[str, Step]] = [
+    ("mount propagation", rootfs.set_propagation),
+    ("rootfs bind", rootfs.bind_rootfs),
+    ("mounts", rootfs.mount_spec_mounts),
+    ("devices", rootfs.create_devices),
+    ("dev symlinks", rootfs.dev_symlinks),
+    ("masked paths", rootfs.masked_paths),
+    ("readonly paths", rootfs.readonly_paths),
+    ("pivot_root", rootfs.pivot_root),
+    ("root readonly", rootfs.readonly_root),
+    ("console", terminal.setup_console),
+    ("hostname", lambda ctx: ctx.sys.sethostname(ctx.spec["hostname"])
+     if ctx.spec.get("hostname") else None),
+    ("rlimits", security.set_rlimits),
+    ("user", security.set_user),
+    ("capabilities", security.set_capabilities),
+    ("no_new_privs", security.set_no_new_privs),
+    ("chdir", change_dir),
+    ("lookup executable", lookup_executable),
+    ("close fds", close_fds),
+    ("wait for start", wait_for_start),
+    ("execve", execve),
+]
+
+STEP_NAMES = [name for name, _ in STEPS]
+
+_HINTS = {
+    _errno.EPERM: "the runtime needs root (CAP_SYS_ADMIN) for this step",
+    _errno.ENODEV: "the kernel does not know this filesystem type",
+    _errno.ENOENT: "a path in config.json does not exist",
+    _errno.EINVAL: "an option or flag is not valid here",
+    _errno.EACCES: "permission denied by the file's mode",
+}
+
+
+def as_error(name: str, exc: BaseException, ctx: InitContext) -> PyctrError:
+    """Any failure of step ``name`` as a PyctrError carrying the step (and mount) name."""
+    step = f"{name} {ctx.mount}" if ctx.mount else name
+    if isinstance(exc, PyctrError):
+        if exc.step is None:
+            exc.step = step
+        return exc
+    if isinstance(exc, OSError):
+        return from_oserror(exc, step=step, kind=ContainerInitError,
+                            hint=_HINTS.get(exc.errno or 0))
+    return ContainerInitError(f"{type(exc).__name__}: {exc}", step=step,
+                              hint="this is a bug in pyctr's runtime")
+
+
+def run_pipeline(ctx: InitContext, steps: list[tuple[str, Step]] | None = None) -> None:
+    """Run the steps in order; the first failure is raised as a PyctrError naming its step."""
+    for name, fn in steps if steps is not None else STEPS:
+        try:
+            fn(ctx)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller, never lost
+            raise as_error(name, exc, ctx) from None
+
+
+def report(ctx: InitContext, err: PyctrError) -> None:
+    """Send ``err`` to the caller; best effort (the caller may be gone)."""
+    try:
+        ctx.send({"type": "error", "error": err.to_dict()})
+    except OSError:
+        pass
+
+
+def child_main(ctx: InitContext) -> Any:
+    """PID 1's whole life until execve; never returns (os._exit on failure)."""
+    try:
+        run_pipeline(ctx)
+    except PyctrError as err:
+        report(ctx, err)
+        os._exit(err.exit_code if isinstance(err, ExecError) else 1)
+    os._exit(1)  # only a fake execve returns

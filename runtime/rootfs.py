@@ -1,0 +1,251 @@
+"""Init steps that build the container's filesystem view, before and including pivot_root.
+
+Every step runs in the container's new mount namespace, on host paths under
+the rootfs (resolved with secure_join: the image owns its symlinks), and
+only through ``ctx.sys`` so the order is testable without root.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyctr.errors import ContainerInitError
+
+from . import syscalls as sc
+from .securejoin import secure_join
+from .spec import DEFAULT_DEVICES
+
+if TYPE_CHECKING:
+    from .init import InitContext
+
+# option -> (set flags, clear flags); everything else is fs-specific data
+_FLAGS = {
+    "defaults": (0, 0), "ro": (sc.MS_RDONLY, 0), "rw": (0, sc.MS_RDONLY),
+    "nosuid": (sc.MS_NOSUID, 0), "suid": (0, sc.MS_NOSUID),
+    "nodev": (sc.MS_NODEV, 0), "dev": (0, sc.MS_NODEV),
+    "noexec": (sc.MS_NOEXEC, 0), "exec": (0, sc.MS_NOEXEC),
+    "sync": (sc.MS_SYNCHRONOUS, 0), "async": (0, sc.MS_SYNCHRONOUS),
+    "dirsync": (sc.MS_DIRSYNC, 0), "remount": (sc.MS_REMOUNT, 0),
+    "mand": (sc.MS_MANDLOCK, 0), "nomand": (0, sc.MS_MANDLOCK),
+    "atime": (0, sc.MS_NOATIME), "noatime": (sc.MS_NOATIME, 0),
+    "diratime": (0, sc.MS_NODIRATIME), "nodiratime": (sc.MS_NODIRATIME, 0),
+    "relatime": (sc.MS_RELATIME, 0), "norelatime": (0, sc.MS_RELATIME),
+    "strictatime": (sc.MS_STRICTATIME, 0), "nostrictatime": (0, sc.MS_STRICTATIME),
+    "bind": (sc.MS_BIND, 0), "rbind": (sc.MS_BIND | sc.MS_REC, 0),
+}
+PROPAGATION = {
+    "private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+# flags a read-only remount of a bind mount must repeat, or the kernel clears them
+_LOCKED = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RDONLY
+
+
+def parse_options(options: list[str]) -> tuple[int, int, str | None]:
+    """Mount options -> (flags, propagation flags, data string)."""
+    flags = prop = 0
+    data = []
+    for opt in options:
+        if opt in _FLAGS:
+            on, off = _FLAGS[opt]
+            flags = (flags | on) & ~off
+        elif opt in PROPAGATION:
+            prop |= PROPAGATION[opt]
+        else:
+            data.append(opt)
+    return flags, prop, ",".join(data) or None
+
+
+def set_propagation(ctx: InitContext) -> None:
+    """Make / private (or slave) so nothing we mount leaks back to the host's namespace."""
+    wanted = ctx.spec.get("linux", {}).get("rootfsPropagation", "rprivate")
+    flags = PROPAGATION[wanted]
+    if flags & sc.MS_SHARED or flags & sc.MS_UNBINDABLE:
+        flags = sc.MS_SLAVE | sc.MS_REC  # the requested mode is applied to the rootfs bind
+    ctx.sys.mount(None, "/", None, flags)
+
+
+def bind_rootfs(ctx: InitContext) -> None:
+    """Bind the rootfs onto itself: pivot_root needs new_root to be a mount point."""
+    ctx.sys.mount(ctx.rootfs, ctx.rootfs, None, sc.MS_BIND | sc.MS_REC)
+    wanted = ctx.spec.get("linux", {}).get("rootfsPropagation", "rprivate")
+    if PROPAGATION[wanted] & (sc.MS_SHARED | sc.MS_UNBINDABLE):
+        ctx.sys.mount(None, ctx.rootfs, None, PROPAGATION[wanted])
+
+
+def _make_target(ctx: InitContext, dest: str, as_dir: bool) -> None:
+    if ctx.sys.exists(dest):
+        return
+    if as_dir:
+        ctx.sys.mkdir(dest)
+    else:
+        ctx.sys.mkdir(os.path.dirname(dest))
+        ctx.sys.touch(dest)
+
+
+def _host_cgroup_mounts() -> list[tuple[str, str, str]]:
+    """(mount point, fstype, data) of the host's cgroup hierarchies under /sys/fs/cgroup."""
+    found = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _src, point, fstype, opts = line.split()[:4]
+            if fstype in ("cgroup", "cgroup2") and point.startswith("/sys/fs/cgroup"):
+                data = [o for o in opts.split(",") if o not in _FLAGS and o != "seclabel"]
+                found.append((point, fstype, ",".join(data)))
+    return found
+
+
+def _mount_cgroup(ctx: InitContext, dest: str, flags: int) -> None:
+    """cgroup mounts: cgroup2 on a unified host; on v1/hybrid one mount per hierarchy on a tmpfs.
+
+    Inside the new cgroup namespace each mount shows the container's own
+    cgroup as the root.  The tmpfs is made read-only after its hierarchies.
+    """
+    host = _host_cgroup_mounts()
+    if any(point == "/sys/fs/cgroup" and fs == "cgroup2" for point, fs, _ in host):
+        ctx.sys.mount("cgroup2", dest, "cgroup2", flags)
+        return
+    ctx.sys.mount("tmpfs", dest, "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
+    for point, fstype, data in host:
+        if point == "/sys/fs/cgroup":
+            continue
+        sub = dest + point[len("/sys/fs/cgroup"):]
+        _make_target(ctx, sub, True)
+        ctx.sys.mount(fstype, sub, fstype, flags, data or None)
+    if flags & sc.MS_RDONLY:
+        ctx.sys.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_RDONLY | (flags & _LOCKED))
+
+
+def mount_one(ctx: InitContext, m: dict) -> None:
+    """One entry of spec.mounts: bind (with a read-only remount) or a filesystem."""
+    flags, prop, data = parse_options(m.get("options", []))
+    fstype = m.get("type") or None
+    dest = str(secure_join(Path(ctx.rootfs), m["destination"]))
+    if fstype == "bind" or flags & sc.MS_BIND:
+        source = os.path.join(ctx.bundle, m.get("source", ""))
+        if not os.path.exists(source):
+            raise ContainerInitError(f"bind source {source} does not exist", syscall="mount",
+                                     path=source, errno=2,
+                                     hint="bind mount sources are host paths")
+        _make_target(ctx, dest, os.path.isdir(source))
+        ctx.sys.mount(source, dest, None, sc.MS_BIND | (flags & sc.MS_REC))
+        extra = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+        if extra:
+            ctx.sys.mount(None, dest, None, sc.MS_BIND | sc.MS_REMOUNT | extra)
+    elif fstype == "cgroup":
+        _make_target(ctx, dest, True)
+        _mount_cgroup(ctx, dest, flags)
+    else:
+        _make_target(ctx, dest, True)
+        ctx.sys.mount(m.get("source") or fstype, dest, fstype, flags, data)
+    if prop:
+        ctx.sys.mount(None, dest, None, prop)
+
+
+def mount_spec_mounts(ctx: InitContext) -> None:
+    """/proc, /dev, /dev/pts, /dev/shm, /dev/mqueue, /sys (+cgroup), binds, tmpfs — spec order."""
+    for m in ctx.spec.get("mounts", []):
+        ctx.mount = m["destination"]
+        mount_one(ctx, m)
+    ctx.mount = None
+
+
+def create_devices(ctx: InitContext) -> None:
+    """mknod the default and spec devices in the /dev tmpfs; bind the host's if mknod fails."""
+    wanted = {d["path"]: d for d in DEFAULT_DEVICES}
+    for dev in ctx.spec.get("linux", {}).get("devices", []):
+        wanted[dev["path"]] = dev
+    kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    for path, dev in wanted.items():
+        target = str(secure_join(Path(ctx.rootfs), path))
+        mode = dev.get("fileMode", 0o666) & 0o7777
+        try:
+            if ctx.sys.exists(target):
+                continue
+            ctx.sys.mknod(target, kinds[dev["type"]] | mode,
+                          os.makedev(dev.get("major", 0), dev.get("minor", 0)))
+            ctx.sys.chmod(target, mode)  # mknod's mode is filtered by the umask
+            ctx.sys.chown(target, dev.get("uid", 0), dev.get("gid", 0))
+        except PermissionError:
+            # no CAP_MKNOD (e.g. a user namespace): bind the host's node instead
+            ctx.sys.touch(target)
+            ctx.sys.mount(path, target, None, sc.MS_BIND)
+
+
+DEV_SYMLINKS = [
+    ("pts/ptmx", "/dev/ptmx"),
+    ("/proc/self/fd", "/dev/fd"),
+    ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"),
+    ("/proc/self/fd/2", "/dev/stderr"),
+]
+
+
+def dev_symlinks(ctx: InitContext) -> None:
+    """ptmx -> pts/ptmx (the container's own devpts), fd and stdio links, core if kcore exists."""
+    links = list(DEV_SYMLINKS)
+    if os.path.exists("/proc/kcore"):
+        links.append(("/proc/kcore", "/dev/core"))
+    for target, name in links:
+        path = os.path.join(ctx.rootfs, name.lstrip("/"))
+        if ctx.sys.exists(path):
+            if name != "/dev/ptmx":
+                continue
+            ctx.sys.unlink(path)
+        ctx.sys.symlink(target, path)
+
+
+def masked_paths(ctx: InitContext) -> None:
+    """Hide kernel files: /dev/null over files, an empty read-only tmpfs over dirs; skip missing."""
+    null = os.path.join(ctx.rootfs, "dev/null")
+    for p in ctx.spec.get("linux", {}).get("maskedPaths", []):
+        target = str(secure_join(Path(ctx.rootfs), p))
+        ctx.mount = p
+        if not ctx.sys.exists(target):
+            continue
+        if ctx.sys.is_dir(target):
+            ctx.sys.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY)
+        else:
+            ctx.sys.mount(null, target, None, sc.MS_BIND)
+    ctx.mount = None
+
+
+def readonly_paths(ctx: InitContext) -> None:
+    """Bind each path onto itself, then remount the bind read-only (a bind ignores MS_RDONLY)."""
+    for p in ctx.spec.get("linux", {}).get("readonlyPaths", []):
+        target = str(secure_join(Path(ctx.rootfs), p))
+        ctx.mount = p
+        if not ctx.sys.exists(target):
+            continue
+        ctx.sys.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
+        ctx.sys.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
+                      | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    ctx.mount = None
+
+
+def pivot_root(ctx: InitContext) -> None:
+    """pivot_root(".", ".") then detach the old root.
+
+    With both arguments ".", the old root is stacked on top of the new one at
+    "/"; it needs no put_old directory (a read-only rootfs has none to
+    create).  Making it a slave first keeps the lazy unmount from
+    propagating to the host; umount2(".", MNT_DETACH) then drops it, and
+    the host's filesystem is unreachable.
+    """
+    ctx.sys.chdir(ctx.rootfs)
+    ctx.sys.pivot_root(".", ".")
+    ctx.sys.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+    ctx.sys.umount(".", sc.MNT_DETACH)
+    ctx.sys.chdir("/")
+    ctx.pivoted = True
+
+
+def readonly_root(ctx: InitContext) -> None:
+    """root.readonly: remount the rootfs bind read-only (after everything is mounted on it)."""
+    if ctx.spec["root"].get("readonly"):
+        ctx.sys.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 _EXPORTS = {
     "create": "container", "start": "container", "kill": "container", "delete": "container",
-    "load": "container", "Container": "container", "state": "state",
+    "load": "container", "Container": "container", "state": "statedir",
     "default_spec": "spec", "load_spec": "spec", "secure_join": "securejoin",
     "resolve_user": "users", "ResolvedUser": "users", "STEP_NAMES": "init",
 }

@@ -19,7 +19,7 @@ from pyctr.errors import Conflict, ContainerInitError, NotFound, PyctrError
 
 from .process import Spawned, spawn
 from .spec import OCI_VERSION, load_spec, rootfs_path
-from .state import FIFO, container_dir, read_state, start_time, state, status_of, write_state
+from .statedir import FIFO, container_dir, read_state, start_time, state, status_of, write_state
 
 __all__ = ["Container", "create", "delete", "kill", "load", "start", "state"]
 

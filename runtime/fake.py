@@ -126,6 +126,9 @@ class RecordingSyscalls(Syscalls):
     def make_controlling_tty(self, slave):  # type: ignore[override]
         self._rec("make_controlling_tty", slave)
 
+    def set_link_up(self, name):  # type: ignore[override]
+        self._rec("set_link_up", name)
+
     def close(self, fd):  # type: ignore[override]
         self._rec("close", fd)
 

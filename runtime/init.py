@@ -59,6 +59,19 @@ class InitContext:
         self.send({"type": "console"}, [master])
 
 
+def set_hostname(ctx: InitContext) -> None:
+    """sethostname in the container's own UTS namespace (load_spec insists on one)."""
+    if ctx.spec.get("hostname"):
+        ctx.sys.sethostname(ctx.spec["hostname"])
+
+
+def loopback_up(ctx: InitContext) -> None:
+    """A new network namespace has only lo, and it is down: bring it up (as docker does)."""
+    for ns in ctx.spec.get("linux", {}).get("namespaces", []):
+        if ns["type"] == "network" and not ns.get("path"):
+            ctx.sys.set_link_up("lo")
+
+
 def change_dir(ctx: InitContext) -> None:
     """chdir(process.cwd) as the container's user, inside the new root."""
     cwd = ctx.spec["process"].get("cwd", "/")
@@ -167,8 +180,8 @@ STEPS: list[tuple[str, Step]] = [
     ("pivot_root", rootfs.pivot_root),
     ("root readonly", rootfs.readonly_root),
     ("console", terminal.setup_console),
-    ("hostname", lambda ctx: ctx.sys.sethostname(ctx.spec["hostname"])
-     if ctx.spec.get("hostname") else None),
+    ("hostname", set_hostname),
+    ("loopback", loopback_up),
     ("rlimits", security.set_rlimits),
     ("user", security.set_user),
     ("capabilities", security.set_capabilities),

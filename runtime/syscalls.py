@@ -326,6 +326,17 @@ class Syscalls:
 
         make_controlling_tty(slave)
 
+    def set_link_up(self, name: str) -> None:
+        """SIOCSIFFLAGS |= IFF_UP on an interface of our network namespace (lo)."""
+        import fcntl
+        import socket
+        import struct
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            req = struct.pack("16sH14x", name.encode(), 0)
+            flags = struct.unpack("16sH14x", fcntl.ioctl(sock, 0x8913, req))[1]  # SIOCGIFFLAGS
+            fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", name.encode(), flags | 1))
+
     def close(self, fd: int) -> None:
         os.close(fd)
 

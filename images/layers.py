@@ -158,11 +158,13 @@ def ingest_layer(dirs: StoreDirs, src: LayerSource, diff_id: str | None,
             unpacked = unpack_layer(plain, tmpdir / "diff", layer=src.digest or label)  # type: ignore[arg-type]
             plain.drain()
             packed.drain()
+        what = f"layer {src.digest or label}"
+        if src.digest is not None and packed.digest != src.digest:  # the blob first
+            w.commit(dirs.blobs, packed.digest, src.digest, what)
         if diff_id is not None and plain.digest != diff_id:
-            raise ImageError(f"diff_id mismatch for layer {src.digest or label}: expected "
-                             f"{diff_id}, got {plain.digest}",
+            raise ImageError(f"diff_id mismatch for {what}: expected {diff_id}, got {plain.digest}",
                              hint="the uncompressed layer is not the one the image config names")
-        digest = w.commit(dirs.blobs, packed.digest, src.digest, f"layer {src.digest or label}")
+        digest = w.commit(dirs.blobs, packed.digest, src.digest, what)
         diff_id = plain.digest
         (tmpdir / "size").write_text(str(unpacked))
         link = short_id()

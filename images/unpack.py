@@ -171,7 +171,8 @@ class _Unpacker:
         for key, value in member.pax_headers.items():
             if key.startswith(XATTR_PAX_PREFIX):
                 os.setxattr(target, key[len(XATTR_PAX_PREFIX):],
-                            value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+                            value.encode("utf-8", "surrogateescape"),
+                            follow_symlinks=isinstance(target, int))
 
     def _meta_fd(self, fd: int, member: tarfile.TarInfo) -> None:
         # chown first: it clears setuid/setgid bits and file capabilities

@@ -3,7 +3,9 @@
 Unit tests run the real init pipeline against it without root and assert
 the exact sequence of mounts and privilege changes.  Queries (exists,
 is_dir, stat, access) answer from a real directory tree (a test rootfs);
-after pivot_root, container paths are mapped back into it.
+after pivot_root, container paths are mapped back into it.  Files that only
+a kernel filesystem would provide (/proc/kcore, /sys/firmware) are declared
+with ``present`` (container path -> is a directory).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from .syscalls import Syscalls
 class RecordingSyscalls(Syscalls):
     """Every mutating call appends ``(name, *args)`` to ``calls``; nothing touches the kernel."""
 
-    def __init__(self, rootfs: str) -> None:
+    def __init__(self, rootfs: str, present: dict[str, bool] | None = None) -> None:
         self.rootfs = rootfs
+        self.present = {os.path.join(rootfs, p.lstrip("/")): d
+                        for p, d in (present or {}).items()}
         self.calls: list[tuple[Any, ...]] = []
         self.pivoted = False
         self.created: set[str] = set()
@@ -143,10 +147,12 @@ class RecordingSyscalls(Syscalls):
 
     # queries, answered from the real tree
     def exists(self, path):  # type: ignore[override]
-        return path in self.created or os.path.lexists(self._real(path))
+        real = self._real(path)
+        return path in self.created or real in self.present or os.path.lexists(real)
 
     def is_dir(self, path):  # type: ignore[override]
-        return os.path.isdir(self._real(path))
+        real = self._real(path)
+        return self.present[real] if real in self.present else os.path.isdir(real)
 
     def stat(self, path):  # type: ignore[override]
         return os.stat(self._real(path))

@@ -80,7 +80,7 @@ def change_dir(ctx: InitContext) -> None:
     except OSError as exc:
         raise ContainerInitError(
             f'chdir to cwd ({json.dumps(cwd)}) set in config.json failed: '
-            f'{(exc.strerror or "").lower()}', syscall="chdir", path=cwd, errno=exc.errno,
+            f'{(exc.strerror or "").lower()}', path=cwd, errno=exc.errno,
             hint="create the directory in the image or pick another working dir") from None
 
 

@@ -305,3 +305,37 @@ def test_a_container_starts_in_tens_of_milliseconds(bundle, state_root):
     code, _ = run(bundle(["true"]), state_root, "fast")
     assert code == 0
     assert time.monotonic() - t0 < 0.5
+
+
+def test_execve_failure_is_reported_at_start_with_126(bundle, state_root, busybox_rootfs):
+    garbage = busybox_rootfs / "bin" / "garbage"
+    garbage.write_bytes(b"\x00\x01\x02 not an executable format\n")
+    garbage.chmod(0o755)
+    c = create("enoexec", bundle(["garbage"]), state_root=state_root)
+    try:
+        with pytest.raises(ExecError) as info:
+            c.start()
+        assert info.value.exit_code == 126
+        assert info.value.step == "execve"
+        assert 'exec: "/bin/garbage": exec format error' in str(info.value)
+        assert c.wait() == 126
+    finally:
+        c.delete()
+
+
+def test_rlimits_apply_and_raising_a_hard_limit_fails_clearly(bundle, state_root):
+    code, out = run(bundle(["sh", "-c", "ulimit -n; ulimit -Hn"]), state_root, "rl")
+    assert (code, out.split()) == (0, ["1024", "1024"])
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("the hard nofile limit is unlimited here: nothing to exceed")
+
+    def edit(spec):
+        spec["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": hard + 1}]
+    with pytest.raises(ContainerInitError) as info:
+        create("rl2", bundle(["true"], edit), state_root=state_root)
+    err = info.value
+    assert (err.step, err.errno) == ("rlimits", errno.EPERM)
+    assert f"setrlimit RLIMIT_NOFILE to 1024/{hard + 1} failed" in str(err)
+    assert "CAP_SYS_RESOURCE" in err.hint

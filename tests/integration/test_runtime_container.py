@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pyctr.runtime import create, default_spec, resolve_user, start, state
 
-from pyctr.errors import ContainerInitError, ExecError, UserError
+from pyctr.errors import Conflict, ContainerInitError, ExecError, UserError
 
 pytestmark = pytest.mark.root
 
@@ -214,7 +214,7 @@ def test_start_twice_is_refused(bundle, state_root):
     c = create("twice", bundle(["sleep", "100"]), state_root=state_root)
     try:
         c.start()
-        with pytest.raises(Exception, match="cannot start container twice: it is running"):
+        with pytest.raises(Conflict, match="cannot start container twice: it is running"):
             start("twice", state_root)
     finally:
         c.delete()

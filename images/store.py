@@ -16,10 +16,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -317,6 +315,8 @@ class ImageStore:
 
             def opener() -> BinaryIO:
                 return open(path, "rb")
+        from datetime import UTC, datetime
+
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         layer = self._ingest([LayerSource(key=str(tar_path), open=opener)], [None])[0]
         config = {"architecture": host_arch(), "os": "linux", "created": now,
@@ -329,6 +329,8 @@ class ImageStore:
     def _ingest(self, layer_srcs: list[LayerSource],
                 diff_ids: list[str | None]) -> list[_layers.LayerInfo]:
         """Ingest layers in threads (joined before returning: the caller may fork)."""
+        from concurrent.futures import ThreadPoolExecutor  # lazy: it pulls in logging
+
         unique: dict[str, tuple[LayerSource, str | None]] = {}
         for src, diff_id in zip(layer_srcs, diff_ids):
             unique.setdefault(src.key, (src, diff_id))

@@ -302,9 +302,17 @@ class ImageStore:
             raise
         return Path(name)
 
-    def import_rootfs(self, tar_path: Path | str, ref: str) -> Image:
-        """Like ``docker import``: one layer from a (compressed) tar or '-' for stdin."""
-        name = str(parse_reference(ref))
+    def import_rootfs(self, tar_path: Path | str, ref: str,
+                      changes: list[str] | None = None) -> Image:
+        """Like ``docker import``: one layer from a (compressed) tar or '-' for stdin.
+
+        ``changes`` are Dockerfile instructions for the config (``CMD ["sh"]``),
+        checked before anything is written.
+        """
+        from pyctr.images.changes import apply_changes
+
+        names = [str(parse_reference(ref))] if ref else []
+        image_config = apply_changes({"Env": [DEFAULT_PATH]}, changes or [])
         self._ensure()
         if str(tar_path) == "-":
             opener = _layers.open_stdin
@@ -320,10 +328,10 @@ class ImageStore:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         layer = self._ingest([LayerSource(key=str(tar_path), open=opener)], [None])[0]
         config = {"architecture": host_arch(), "os": "linux", "created": now,
-                  "config": {"Env": [DEFAULT_PATH]},
+                  "config": image_config,
                   "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
                   "history": [{"created": now, "created_by": "pyctr import"}]}
-        src = ImageSource(names=[name], config=json.dumps(config).encode(), layers=[])
+        src = ImageSource(names=names, config=json.dumps(config).encode(), layers=[])
         return self._commit(src, [layer])
 
     def _ingest(self, layer_srcs: list[LayerSource],

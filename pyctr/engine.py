@@ -198,12 +198,12 @@ class Engine:
                 try:
                     ctr.start()
                 except ExecError as exc:
-                    code = ctr.wait()
+                    ctr.wait()
                     self._finish(c, exit_code=exc.exit_code, error=exc.render())
                     raise
                 if ctr.console_fd is not None:
                     from pyctr.tty import relay
-                    relay(ctr.console_fd, ctr.pid, interactive=opts.interactive)
+                    relay(ctr.console_fd, interactive=opts.interactive)
                 code = ctr.wait()
             self._finish(c, exit_code=code)
             return code
@@ -237,7 +237,11 @@ class Engine:
         return c.name
 
     def remove_image(self, ref: str, *, force: bool = False) -> list[str]:
+        """docker's rule: untagging one of several names is always allowed."""
         image = self.images.resolve(ref)
+        if len(image.names) > 1 and not image.id.startswith(ref) and \
+                not image.id.split(":")[-1].startswith(ref):
+            return self.images.remove(ref)
         users = self.containers.using_image(image.id)
         if users and not force:
             raise Conflict(f"unable to remove image {ref}: image is being used by "

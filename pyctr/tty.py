@@ -32,8 +32,11 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[n:]
 
 
-def relay(master_fd: int, pid: int, *, interactive: bool) -> None:
-    """Copy until the container side closes (EIO on the master once all slaves are gone)."""
+def relay(master_fd: int, *, interactive: bool) -> None:
+    """Copy until the container side closes (EIO on the master once all slaves are gone).
+
+    The master fd stays open: it belongs to the runtime's Container.
+    """
     stdin_is_tty = interactive and os.isatty(0)
     saved = termios.tcgetattr(0) if stdin_is_tty else None
     size_src = 0 if os.isatty(0) else (1 if os.isatty(1) else None)
@@ -74,4 +77,3 @@ def relay(master_fd: int, pid: int, *, interactive: bool) -> None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
         if old_winch is not None:
             signal.signal(signal.SIGWINCH, old_winch)
-        os.close(master_fd)

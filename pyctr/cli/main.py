@@ -45,6 +45,13 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             sys.exit(130)
+        except Exception as exc:  # a bug: say so in one line; --debug shows where
+            if debug:
+                raise
+            click.echo(f"pyctr: internal error: {type(exc).__name__}: {exc} "
+                       "(hint: run again with --debug for the traceback, and report it)",
+                       err=True)
+            sys.exit(EXIT_ENGINE)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -61,8 +61,9 @@ def test_capabilities_are_dockers_default_set_and_no_new_privs(pyctr):
 
 
 def test_user_from_the_images_passwd(pyctr):
+    # supplementary groups are those whose member list names the user (runc's rule)
     assert pyctr.ok("run", "--rm", "-u", "user", "busybox", "id") == \
-        "uid=1000(user) gid=1000(user) groups=1000(user),50(staff)\n"
+        "uid=1000(user) gid=1000(user) groups=50(staff)\n"
     status = pyctr.ok("run", "--rm", "-u", "1000:50", "busybox", "cat", "/proc/self/status")
     assert "Uid:\t1000\t1000\t1000\t1000" in status and "Gid:\t50\t50\t50\t50" in status
     assert "CapEff:\t0000000000000000" in status
@@ -224,7 +225,14 @@ def test_rmi_refused_while_a_container_uses_the_image(pyctr, name):
     # busybox:latest still names the image: untagging the second name is allowed
     r = pyctr("rmi", f"bb-{name}:1")
     assert r.returncode == 0 and f"Untagged: bb-{name}:1" in r.stdout
+    # the last name of an image a container uses is refused, then forced
+    pyctr.ok("tag", "busybox", f"only-{name}:1")
+    image_id = json.loads(pyctr.ok("images", "--format", "json"))[0]["Id"]
+    r = pyctr("rmi", image_id)
+    assert r.returncode == 1 and "image is being used by container" in r.stderr
+    assert name in r.stderr
     pyctr.ok("rm", name)
+    assert "Untagged: only-" in pyctr.ok("rmi", f"only-{name}:1")
 
 
 def test_errors_a_user_can_cause(pyctr):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
-from make_busybox_rootfs import make_rootfs  # noqa: E402
+from make_busybox_rootfs import make_rootfs
 
 PYCTR = str(Path(sys.executable).parent / "pyctr")
 
@@ -55,7 +55,7 @@ def with_cgroup(bundle: Path, path: str) -> None:
 
 def time_cmd(argv: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
-    r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
+    r = subprocess.run(argv, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
     return time.perf_counter() - t0, r
 
 
@@ -105,7 +105,7 @@ def main() -> int:
                     with_cgroup(bundle, f"/pyctr-bench/{tool}-{i}")
                 dt, r = time_cmd(argv(i))
                 if r.returncode != 0:
-                    errors[tool] = (r.stderr.strip().splitlines() or ["exit %d" % r.returncode])[-1]
+                    errors[tool] = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
                     continue
                 if i:
                     times[tool].append(dt)

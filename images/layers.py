@@ -22,16 +22,14 @@ from typing import BinaryIO
 from pyctr.errors import ImageError
 
 from .compress import HashingReader, open_compressed
+from .layout import StoreDirs
+from .layout import hex_of as _hex
 from .sources import LayerSource
 from .unpack import unpack_layer
 
 MEDIA_TYPES = {"plain": "application/vnd.oci.image.layer.v1.tar",
                "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
                "zstd": "application/vnd.oci.image.layer.v1.tar+zstd"}
-
-
-def _hex(digest: str) -> str:
-    return digest.split(":", 1)[1]
 
 
 def short_id() -> str:
@@ -94,33 +92,6 @@ def write_blob(dirs: StoreDirs, data: bytes, expected: str | None = None,
     return w.commit(dirs.blobs, got, expected, what)
 
 
-@dataclass
-class StoreDirs:
-    """The store's directories (all under ``<root>/images``, one filesystem)."""
-
-    top: Path
-
-    @property
-    def blobs(self) -> Path:
-        return self.top / "blobs" / "sha256"
-
-    @property
-    def layers(self) -> Path:
-        return self.top / "layers"
-
-    @property
-    def tmp(self) -> Path:
-        return self.top / "tmp"
-
-    def layer_dir(self, diff_id: str) -> Path:
-        return self.layers / _hex(diff_id)
-
-
-def layer_size(dirs: StoreDirs, diff_id: str) -> int:
-    try:
-        return int((dirs.layer_dir(diff_id) / "size").read_text())
-    except (OSError, ValueError):
-        return 0
 
 
 def _copy_blob(dirs: StoreDirs, src: LayerSource, label: str) -> tuple[str, int, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import posixpath
 import re
 import tarfile
@@ -22,24 +21,15 @@ from typing import BinaryIO
 
 from pyctr.errors import ImageError, UserError
 
+from .layout import REF_NAME, host_arch
 from .reference import parse_reference
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
-REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm",
-         "i686": "386", "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-         "riscv64": "riscv64"}
-
-
-def host_arch() -> str:
-    """The host architecture in OCI words (amd64, arm64, …)."""
-    machine = platform.machine()
-    return _ARCH.get(machine, machine)
 
 
 @dataclass

@@ -19,15 +19,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from pyctr.errors import Conflict, ImageError, NotFound, UserError
 
-from . import layers as _layers
-from .compress import detect
-from .layers import StoreDirs, ingest_layer, write_blob
+from .layout import REF_NAME, StoreDirs, host_arch, layer_size
 from .reference import parse_reference
-from .sources import REF_NAME, ImageSource, LayerSource, host_arch, read_images, repo_hint
+
+# layers, sources and compress (hashlib, tarfile, the unpacker) are imported
+# where an image is written: `pyctr run` only reads the store.
+if TYPE_CHECKING:
+    from .layers import LayerInfo
+    from .sources import ImageSource, LayerSource
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -117,7 +120,7 @@ class ImageStore:
         return Image(id=cdigest, names=[_familiar(n) for n in names],
                      manifest_digest=manifest_digest, config=cfg.get("config") or {},
                      created=cfg.get("created", ""),
-                     size=sum(_layers.layer_size(self.dirs, d) for d in diff_ids),
+                     size=sum(layer_size(self.dirs, d) for d in diff_ids),
                      diff_ids=diff_ids, os=cfg.get("os", "linux"),
                      architecture=cfg.get("architecture", ""))
 
@@ -251,6 +254,8 @@ class ImageStore:
 
     def _collect(self, digest: str, image: Image) -> list[str]:
         """Delete what only this image used (called under the lock)."""
+        from . import layers as _layers
+        
         used_blobs: set[str] = set()
         used_layers: set[str] = set()
         for d in self._by_manifest():
@@ -275,6 +280,9 @@ class ImageStore:
 
         ``repo`` names images whose OCI ref.name is only a tag (default: from the file name).
         """
+        from .compress import detect
+        from .sources import read_images, repo_hint
+        
         path = Path(path)
         self._ensure()
         plain = None
@@ -311,6 +319,9 @@ class ImageStore:
         """
         from pyctr.images.changes import apply_changes
 
+        from . import layers as _layers
+        from .sources import ImageSource, LayerSource
+
         names = [str(parse_reference(ref))] if ref else []
         image_config = apply_changes({"Env": [DEFAULT_PATH]}, changes or [])
         self._ensure()
@@ -335,14 +346,16 @@ class ImageStore:
         return self._commit(src, [layer])
 
     def _ingest(self, layer_srcs: list[LayerSource],
-                diff_ids: list[str | None]) -> list[_layers.LayerInfo]:
+                diff_ids: list[str | None]) -> list[LayerInfo]:
         """Ingest layers in threads (joined before returning: the caller may fork)."""
         from concurrent.futures import ThreadPoolExecutor  # lazy: it pulls in logging
+
+        from .layers import ingest_layer
 
         unique: dict[str, tuple[LayerSource, str | None]] = {}
         for src, diff_id in zip(layer_srcs, diff_ids):
             unique.setdefault(src.key, (src, diff_id))
-        results: dict[str, _layers.LayerInfo] = {}
+        results: dict[str, LayerInfo] = {}
         errors: list[BaseException] = []
         workers = max(1, min(len(unique), os.cpu_count() or 1, 8))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
@@ -357,7 +370,9 @@ class ImageStore:
             raise errors[0]
         return [results[src.key] for src in layer_srcs]
 
-    def _commit(self, src: ImageSource, done: list[_layers.LayerInfo] | None = None) -> Image:
+    def _commit(self, src: ImageSource, done: list[LayerInfo] | None = None) -> Image:
+        from .layers import write_blob
+        
         cfg = json.loads(src.config)
         diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
         if done is None:

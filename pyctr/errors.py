@@ -80,7 +80,7 @@ class PyctrError(Exception):
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PyctrError":
+    def from_dict(cls, data: dict) -> PyctrError:
         kind = _KINDS.get(data.get("type", ""), PyctrError)
         return kind(
             data.get("message", "unknown error"),

@@ -9,22 +9,27 @@ import os
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o600) -> None:
-    """Write to a temp name, fsync, rename: readers see the old file or the new one."""
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o600, *, sync: bool = True) -> None:
+    """Write to a temp name, fsync, rename: readers see the old file or the new one.
+
+    ``sync=False`` skips the fsync for files nobody needs after a crash
+    (those of a --rm container): each fsync costs ~1 ms on this disk.
+    """
     if isinstance(data, str):
         data = data.encode()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def atomic_write_json(path: Path, obj, *, sync: bool = True) -> None:
+    atomic_write(path, json.dumps(obj, indent=2) + "\n", sync=sync)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ so unit tests assert the exact order of steps without root.
 from __future__ import annotations
 
 import os
-import platform
 import resource
 from typing import Any
 
@@ -65,29 +64,28 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 41, "arm64": 41}
 
-_CDEF = """
-int unshare(int flags);
-int setns(int fd, int nstype);
-int mount(const char *source, const char *target, const char *filesystemtype,
-          unsigned long mountflags, const void *data);
-int umount2(const char *target, int flags);
-int sethostname(const char *name, size_t len);
-long syscall(long number, ...);
-int prctl(int option, ...);
-"""
-
 _lib: Any = None
 _ffi: Any = None
 
 
 def _load() -> tuple[Any, Any]:
-    """Open libc through cffi once, on first use (importing cffi costs ~1 ms)."""
+    """Open libc through cffi once, on first use.
+
+    The declarations live in runtime/_ffi_build.py and were compiled ahead
+    of time into _libc_ffi.py (out-of-line ABI mode: no pycparser at start,
+    no C compiler at install).  Should that module not load with the cffi
+    installed, parse the same declarations in-line, ~30 ms slower.
+    """
     global _lib, _ffi
     if _lib is None:
-        import cffi
+        try:
+            from pyctr.runtime._libc_ffi import ffi
+        except Exception:  # noqa: BLE001 - a cffi that rejects the module: fall back
+            import cffi
+            from pyctr.runtime._ffi_build import CDEF
 
-        ffi = cffi.FFI()
-        ffi.cdef(_CDEF)
+            ffi = cffi.FFI()
+            ffi.cdef(CDEF)
         _lib = ffi.dlopen(None)
         _ffi = ffi
     return _ffi, _lib
@@ -163,9 +161,9 @@ def pivot_root(new_root: str, put_old: str) -> None:
     has no wrapper, so this is ``syscall(SYS_pivot_root)``.
     """
     ffi, lib = _load()
-    nr = _PIVOT_ROOT_NR.get(platform.machine())
+    nr = _PIVOT_ROOT_NR.get(os.uname().machine)
     if nr is None:
-        raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
+        raise OSError(38, f"pivot_root: unknown syscall number on {os.uname().machine}")
     ret = lib.syscall(ffi.cast("long", nr), _cstr(new_root), _cstr(put_old))
     _check(ret, "pivot_root", new_root)
 

@@ -121,9 +121,9 @@ def _leaks(before, host_pidns: str) -> list[str]:
     for pid, pidns in now["procs"].items():
         if pid in before["procs"] or int(pid) == me:
             continue
-        if (pidns and pidns != host_pidns) or _is_ours(pid, me):
-            if os.path.exists(f"/proc/{pid}"):
-                stray.append(pid)
+        if ((pidns and pidns != host_pidns) or _is_ours(pid, me)) \
+                and os.path.exists(f"/proc/{pid}"):
+            stray.append(pid)
     if stray:
         leaks.append(f"processes: {stray[:5]}")
     return leaks

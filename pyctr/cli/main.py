@@ -91,7 +91,20 @@ _register()
 
 
 def main() -> None:
-    cli.main(prog_name="pyctr")
+    """Exit without the interpreter's teardown (~10 ms of module clean-up per run)."""
+    try:
+        cli.main(prog_name="pyctr")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ class Pyctr:
     def __call__(self, *args: str, input: str | None = None, timeout: float = 60,
                  **kw) -> subprocess.CompletedProcess:
         kw.setdefault("stdin", subprocess.DEVNULL if input is None else None)
-        return subprocess.run(self.argv(*args), input=input, capture_output=True, text=True,
+        return subprocess.run(self.argv(*args), check=False, input=input, capture_output=True, text=True,
                               timeout=timeout, **kw)
 
     def ok(self, *args: str, **kw) -> str:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,6 +95,8 @@ class ImageStore:
     def _write_entries(self, entries: list[dict]) -> None:
         doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                "manifests": entries}
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(dir=self.top, prefix=".index-")
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f, indent=1)
@@ -299,6 +299,9 @@ class ImageStore:
                 plain.unlink(missing_ok=True)
 
     def _decompressed_copy(self, path: Path) -> Path:
+        import shutil
+        import tempfile
+
         from .compress import decompress
 
         fd, name = tempfile.mkstemp(dir=self.dirs.tmp, prefix="archive-")

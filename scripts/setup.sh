@@ -45,6 +45,10 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO[test]" >"$LOG" 2>&1 \
     || fail "pip install of pyctr into $VENV failed"
 ln -sf "$VENV/bin/pyctr" "$BIN/pyctr"
+# bytecode ahead of time: every `pyctr` start then skips compiling (also
+# where PYTHONDONTWRITEBYTECODE is set and nothing would be cached)
+"$VENV/bin/python" -m compileall -q "$REPO/pyctr" "$REPO/runtime" "$REPO/images" \
+    "$REPO/netns" "$REPO/cgroups" >"$LOG" 2>&1 || fail "cannot byte-compile pyctr"
 
 # The local busybox image, made from Debian's busybox-static through pyctr's own import.
 if ! "$BIN/pyctr" images --format json 2>/dev/null | grep -q '"busybox:latest"'; then

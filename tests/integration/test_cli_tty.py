@@ -22,8 +22,11 @@ class Terminal:
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.before = termios.tcgetattr(self.slave)
+        # a session of its own with the pty as controlling terminal, as in a real
+        # terminal: the kernel then sends it SIGWINCH when the window changes
         self.proc = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave,
-                                     stderr=self.slave, start_new_session=True)
+                                     stderr=self.slave, start_new_session=True,
+                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         self.out = b""
 
     def read_until(self, text: bytes, timeout: float = 20) -> bytes:
@@ -84,3 +87,15 @@ def test_interactive_shell_session(pyctr):
     t.read_until(b"42")
     t.type(b"exit 5\n")
     assert t.close() == 5
+
+
+def test_window_size_follows_the_users_terminal(pyctr):
+    t = Terminal(pyctr.argv("run", "--rm", "-it", "busybox", "sh"))
+    t.read_until(b"# ")
+    t.type(b"stty size\n")
+    t.read_until(b"33 101")
+    fcntl.ioctl(t.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    t.type(b"stty size\n")
+    t.read_until(b"40 120")
+    t.type(b"exit\n")
+    assert t.close() == 0

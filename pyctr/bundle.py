@@ -16,9 +16,11 @@ from pathlib import Path
 from pyctr.errors import UserError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-                          r"(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+# plain strings, compiled by re's own cache when first used: compiling them
+# at import would cost every command a millisecond
+_HOSTNAME_RE = (r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+                r"(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+_NAME_RE = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 
 
 @dataclass
@@ -54,14 +56,14 @@ class RunOptions:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not re.match(_NAME_RE, name):
         raise UserError(f'invalid container name "{name}"',
                         hint="only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     return name
 
 
 def validate_hostname(hostname: str) -> str:
-    if len(hostname) > 64 or not _HOSTNAME_RE.match(hostname):
+    if len(hostname) > 64 or not re.match(_HOSTNAME_RE, hostname):
         raise UserError(f'invalid hostname "{hostname}"',
                         hint="letters, digits, '-' and '.', at most 64 characters")
     return hostname

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import time
 
 import click
@@ -56,6 +55,7 @@ def _status(c) -> str:
 
 
 def _command(c) -> str:
+    import shlex
     cmd = " ".join(shlex.quote(a) for a in [c.record.get("Path", "")] + c.record.get("Args", []))
     return f'"{cmd[:19]}…"' if len(cmd) > 20 else f'"{cmd}"'
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
-import json
 import time
 
 import click
@@ -19,6 +17,7 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 def print_json(items) -> None:
+    import json
     click.echo(json.dumps(items, indent=2))
 
 
@@ -32,6 +31,8 @@ def human_size(n: int) -> str:
 
 
 def parse_time(iso: str) -> float | None:
+    import calendar
+
     if not iso:
         return None
     try:

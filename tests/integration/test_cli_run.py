@@ -256,3 +256,35 @@ def test_not_root_gets_a_hint(pyctr):
                        preexec_fn=lambda: os.setuid(65534))
     assert r.returncode == 125
     assert "pyctr needs root" in r.stderr and "try sudo pyctr" in r.stderr
+
+
+def test_container_outlives_a_killed_cli_and_rm_f_cleans_up(pyctr, name):
+    """Containers belong to pyctr's state, not to the CLI process (as with docker)."""
+    proc = subprocess.Popen(pyctr.argv("run", "--name", name, "busybox", "sleep", "60"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        pid = 0
+        while time.monotonic() < deadline and not pid:
+            try:
+                c = pyctr.container(name)
+                pid = c["State"]["Pid"] if c["State"]["Status"] == "running" else 0
+            except KeyError:
+                pass
+        assert pid
+        proc.kill()
+        proc.wait()
+        assert os.path.exists(f"/proc/{pid}")  # the container is still there
+        assert name in pyctr.ok("ps")
+        r = pyctr("rm", name)
+        assert r.returncode == 1 and "container is running" in r.stderr
+        assert pyctr.ok("rm", "-f", name) == f"{name}\n"
+        assert not os.path.exists(f"/proc/{pid}") or \
+            open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        assert str(pyctr.root) not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pyctr("rm", "-f", name)

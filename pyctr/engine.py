@@ -31,15 +31,15 @@ def require_root(command: str = "pyctr") -> None:
         raise PyctrError("pyctr needs root", hint=f"try sudo {command}")
 
 
-def require_overlayfs() -> None:
+def require_overlayfs(filesystems: str = "/proc/filesystems") -> None:
     try:
-        with open("/proc/filesystems") as f:
+        with open(filesystems) as f:
             if any(line.split()[-1:] == ["overlay"] for line in f):
                 return
     except OSError:
         pass
     raise PyctrError("overlayfs is not available on this kernel",
-                     path="/proc/filesystems", hint="try: modprobe overlay")
+                     path=filesystems, hint="try: modprobe overlay")
 
 
 class Engine:

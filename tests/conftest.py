@@ -21,8 +21,10 @@ IS_ROOT = os.geteuid() == 0
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "root" in item.keywords and not IS_ROOT:
-            item.add_marker(pytest.mark.skip(reason="needs root: namespaces, mounts and overlayfs"))
+        root = item.get_closest_marker("root")
+        if root is not None and not IS_ROOT:
+            why = root.kwargs.get("reason", "namespaces, mounts and overlayfs")
+            item.add_marker(pytest.mark.skip(reason=f"needs root: {why}"))
         for tool in getattr(item.get_closest_marker("tools"), "args", ()) or ():
             if shutil.which(tool) is None:
                 item.add_marker(pytest.mark.skip(

@@ -11,7 +11,21 @@ they are resolved later, inside the container's root.
 
 Whiteouts follow the OCI image spec and become what overlayfs reads:
 ``.wh.NAME`` → a char device 0:0 named NAME, ``.wh..wh..opq`` → the xattr
-trusted.overlay.opaque=y on the directory.
+trusted.overlay.opaque=y on the directory.  Other ``.wh..wh.*`` names are
+AUFS bookkeeping (``.wh..wh.plnk/`` hardlink dirs): skipped, as docker
+does.  A ``.wh.`` prefix on a directory component is refused: it would
+become a real directory named like a whiteout.
+
+Extended attributes from the tar (SCHILY.xattr.*) are applied only from an
+allowlist: user.*, security.capability and the POSIX ACLs.  Everything else
+is dropped, not refused: trusted.overlay.* would forge whiteouts, opaque
+dirs and redirects in the overlay, security.selinux labels would be this
+host's policy, yet layers built on SELinux hosts carry them harmlessly.
+user.* goes only on files and directories (the kernel's rule, as tar
+skips them on symlinks).  An allowed xattr the kernel refuses is an error.
+
+``unpack_layer`` reads a plain tar: the caller detected and undid the
+compression once (layers.py), so a tar is never decompressed twice.
 """
 
 from __future__ import annotations
@@ -26,12 +40,12 @@ from typing import BinaryIO
 
 from pyctr.errors import ImageError
 
-from .compress import decompress
-
 WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 XATTR_PAX_PREFIX = "SCHILY.xattr."
+XATTR_ALLOWED = ("security.capability", "system.posix_acl_access", "system.posix_acl_default")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_CACHED_DIRS = 256
@@ -55,8 +69,17 @@ def entry_components(name: str, layer: str | None = None) -> tuple[str, ...]:
     return parts
 
 
+def is_aufs_metadata(parts: tuple[str, ...]) -> bool:
+    """``.wh..wh.*`` names other than the opaque marker: AUFS bookkeeping, not layer content."""
+    return any(p.startswith(WHITEOUT_META_PREFIX) and p != OPAQUE_MARKER for p in parts)
+
+
 def whiteout_target(parts: tuple[str, ...], name: str, layer: str | None = None) -> str | None:
     """For ``.wh.NAME`` the NAME it hides, '' for an opaque marker, None for a normal entry."""
+    if any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+        raise ImageError(f'invalid whiteout: entry "{name}" has a whiteout in a directory name'
+                         f"{_in_layer(layer)}", path=layer,
+                         hint="whiteouts are files; the image is malformed or hostile")
     base = parts[-1] if parts else ""
     if not base.startswith(WHITEOUT_PREFIX):
         return None
@@ -167,18 +190,29 @@ class _Unpacker:
             if self.privileged:
                 raise  # unprivileged unpack keeps the caller's owner, as tar does
 
-    def _xattrs(self, member: tarfile.TarInfo, target) -> None:
+    def _xattrs(self, member: tarfile.TarInfo, target: int | str, *, user_ok: bool) -> None:
+        """The allowlisted xattrs (see the module docstring); the rest are dropped."""
         for key, value in member.pax_headers.items():
-            if key.startswith(XATTR_PAX_PREFIX):
-                os.setxattr(target, key[len(XATTR_PAX_PREFIX):],
-                            value.encode("utf-8", "surrogateescape"),
+            if not key.startswith(XATTR_PAX_PREFIX):
+                continue
+            name = key[len(XATTR_PAX_PREFIX):]
+            if not (user_ok if name.startswith("user.") else name in XATTR_ALLOWED):
+                continue
+            try:
+                os.setxattr(target, name, value.encode("utf-8", "surrogateescape"),
                             follow_symlinks=isinstance(target, int))
+            except OSError as exc:
+                raise ImageError(
+                    f'cannot set xattr {name} on "{member.name}": {exc.strerror}'
+                    f"{_in_layer(self.layer)}", path=self.layer, errno=exc.errno,
+                    hint="the layer carries an invalid value, or the store's filesystem "
+                         "lacks xattr support") from None
 
     def _meta_fd(self, fd: int, member: tarfile.TarInfo) -> None:
         # chown first: it clears setuid/setgid bits and file capabilities
         self._chown(os.fchown, fd, member.uid, member.gid)
         os.fchmod(fd, member.mode & 0o7777)
-        self._xattrs(member, fd)
+        self._xattrs(member, fd, user_ok=True)  # only dirs and regular files come here
 
     # -- entries ----------------------------------------------------------
     def apply(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -188,6 +222,8 @@ class _Unpacker:
             if member.isdir():  # "./": the layer root's own metadata
                 self._meta_fd(self.root_fd, member)
                 self.dir_times.append(((), int(member.mtime * 1e9)))
+            return
+        if is_aufs_metadata(parts):
             return
         hidden = whiteout_target(parts, member.name, self.layer)
         pfd = self.dir_fd(parts[:-1], member.name)
@@ -227,7 +263,7 @@ class _Unpacker:
             self._remove(parts, pfd, existing)
             os.symlink(member.linkname, base, dir_fd=pfd)  # target kept as is
             self._chown(os.chown, base, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
-            self._xattrs(member, f"/proc/self/fd/{pfd}/{base}")
+            # no xattrs: the kernel takes neither user.* nor ACLs on a symlink
             os.utime(base, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
         elif member.islnk():
             self._hardlink(parts, pfd, existing, member)
@@ -239,7 +275,7 @@ class _Unpacker:
                      if not member.isfifo() else 0, dir_fd=pfd)
             self._chown(os.chown, base, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
             os.chmod(base, member.mode & 0o7777, dir_fd=pfd)  # we just made it: not a symlink
-            self._xattrs(member, f"/proc/self/fd/{pfd}/{base}")
+            self._xattrs(member, f"/proc/self/fd/{pfd}/{base}", user_ok=False)
             os.utime(base, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
         else:
             raise ImageError(f'unsupported tar entry type {member.type!r} for "{member.name}"'
@@ -292,7 +328,7 @@ class _Unpacker:
 
 
 def unpack_layer(stream: BinaryIO, dest: Path, *, layer: str | None = None) -> int:
-    """Unpack one layer tar (plain, gzip or zstd) into ``dest``; return the bytes of its files.
+    """Unpack one plain layer tar into ``dest``; return the bytes of its files.
 
     ``layer`` (a digest) only labels error messages.  On error ``dest`` is
     left as it is: the caller unpacks into a temp dir and removes it.
@@ -301,7 +337,7 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, layer: str | None = None) -> i
     dest.mkdir(mode=0o755, parents=True, exist_ok=True)
     unpacker = _Unpacker(dest, layer)
     try:
-        with tarfile.open(fileobj=decompress(stream), mode="r|", bufsize=1 << 16) as tf:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 16) as tf:
             for member in tf:
                 unpacker.apply(tf, member)
         unpacker.finish()

@@ -19,7 +19,7 @@ from pyctr.errors import ImageError
 
 
 def make_tar(*entries: tuple) -> bytes:
-    """entries: (name, kind, extra) with kind in file/dir/sym/link/chr/fifo."""
+    """entries: (name, kind, extra) with kind in file/dir/sym/link/chr/blk/fifo."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, kind, *rest in entries:
@@ -42,6 +42,8 @@ def make_tar(*entries: tuple) -> bytes:
                 ti.type, ti.linkname = tarfile.LNKTYPE, extra["to"]
             elif kind == "chr":
                 ti.type, ti.devmajor, ti.devminor = tarfile.CHRTYPE, 1, 3
+            elif kind == "blk":
+                ti.type, ti.devmajor, ti.devminor = tarfile.BLKTYPE, 7, 42
             elif kind == "fifo":
                 ti.type = tarfile.FIFOTYPE
             tf.addfile(ti, io.BytesIO(data) if data is not None else None)

@@ -24,7 +24,7 @@ _PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_RE = re.compile(
     rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)  # \w: ASCII word characters only
 _DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 _SHA256_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _ID_RE = re.compile(r"[0-9a-f]{64}")

@@ -57,6 +57,8 @@ BAD = [
     (":tag", "invalid reference format"),
     ("-lead/x", "invalid reference format"),
     ("a" * 64, "cannot specify 64-byte hexadecimal strings"),
+    ("busybox:t\u00e4g", "invalid reference format"),  # tags are ASCII only
+    ("busybox:\u0661\u0662", "invalid reference format"),  # Arabic-Indic digits are \w too
     ("x/" + "a" * 260, "must not be more than 255 characters"),
 ]
 

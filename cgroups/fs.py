@@ -64,7 +64,7 @@ def write(path: Path | str, value: str | int, *, append: bool = False,
         h = (hints or {}).get(exc.errno or 0, hint)
         raise PyctrError(
             f"write {text!r} to {path}: {exc.strerror or exc}",
-            step="cgroup", syscall="write", path=str(path), errno=exc.errno,
+            step="cgroup", path=str(path), errno=exc.errno,
             hint=h or _HINTS.get(exc.errno or 0),
         ) from exc
 
@@ -76,7 +76,7 @@ def read(path: Path | str) -> str:
             return f.read().strip()
     except OSError as exc:
         raise PyctrError(
-            f"read {path}: {exc.strerror or exc}", step="cgroup", syscall="read",
+            f"read {path}: {exc.strerror or exc}", step="cgroup",
             path=str(path), errno=exc.errno, hint=_HINTS.get(exc.errno or 0),
         ) from exc
 

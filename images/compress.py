@@ -1,9 +1,14 @@
 """Layer streams: detect compression by magic bytes, decompress, hash while reading.
 
 Media types lie (a ``tar+gzip`` layer that is plain tar is common in the
-wild), so the first bytes decide.  zlib, zstd and hashlib release the GIL
-on large buffers, which is what lets several layers unpack at once in
-threads.  zstandard is imported only when a zstd layer is met.
+wild), so the first bytes decide, once, where a layer is ingested: a tar
+header is recognized first, so a plain layer whose first entry is named
+``BZh…`` stays plain.  Layers may be plain, gzip or zstd (all that OCI
+knows); xz and bzip2 are refused for layers but read for whole archives
+(``docker save | xz``).  Every decompressor's error becomes an ImageError.
+zlib, zstd and hashlib release the GIL on large buffers, which is what
+lets several layers unpack at once in threads.  zstandard is imported only
+when a zstd stream is met.
 """
 
 from __future__ import annotations
@@ -15,23 +20,53 @@ from typing import BinaryIO
 from pyctr.errors import ImageError
 
 CHUNK = 1 << 18
+HEAD = 512  # one tar header: enough to tell a tar from every magic below
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 BZIP2_MAGIC = b"BZh"
+_BZIP2_BLOCKS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")  # block, end
+LAYER_KINDS = ("plain", "gzip", "zstd")
+
+
+def _is_tar_header(head: bytes) -> bool:
+    """A ustar/GNU magic, or (v7 tars have none) a header checksum that adds up."""
+    if len(head) < 512:
+        return False
+    if head[257:262] == b"ustar":
+        return True
+    try:
+        stored = int(head[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
+    except ValueError:
+        return False
+    return stored == sum(head[:148]) + 8 * 32 + sum(head[156:512])
 
 
 def detect(head: bytes) -> str:
-    """'gzip', 'zstd', 'xz', 'bzip2' or 'plain' from the first bytes of a stream."""
+    """'plain', 'gzip', 'zstd', 'xz' or 'bzip2' from the first bytes (up to HEAD) of a stream."""
+    if _is_tar_header(head):
+        return "plain"
     if head.startswith(GZIP_MAGIC):
         return "gzip"
     if head.startswith(ZSTD_MAGIC):
         return "zstd"
     if head.startswith(XZ_MAGIC):
         return "xz"
-    if head.startswith(BZIP2_MAGIC):
+    if head.startswith(BZIP2_MAGIC) and head[3:4] in b"123456789" and len(head) >= 10 \
+            and head[4:10] in _BZIP2_BLOCKS:
         return "bzip2"
     return "plain"
+
+
+def read_head(stream: BinaryIO, n: int = HEAD) -> bytes:
+    """Up to ``n`` bytes: pipes may return less per read."""
+    head = b""
+    while len(head) < n:
+        data = stream.read(n - len(head))
+        if not data:
+            break
+        head += data
+    return head
 
 
 class _Prefixed:
@@ -54,8 +89,9 @@ class _Prefixed:
 class _GzipReader:
     """gzip with several members and trailing padding, as layer tools produce it."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, label: str | None = None) -> None:
         self.raw = raw
+        self.where = f" (layer {label})" if label else ""
         self.d = zlib.decompressobj(31)
         self.started = False
         self.pending = b""
@@ -75,7 +111,7 @@ class _GzipReader:
             data = self._input()
             if not data:
                 if self.started:
-                    raise ImageError("truncated gzip stream: compressed data ends early",
+                    raise ImageError(f"truncated gzip stream: compressed data ends early{self.where}",
                                      hint="the layer file is incomplete; fetch it again")
                 self.eof = True
                 break
@@ -84,7 +120,7 @@ class _GzipReader:
             try:
                 self.buf += self.d.decompress(data, want)
             except zlib.error as exc:
-                raise ImageError(f"corrupt gzip stream: {exc}",
+                raise ImageError(f"corrupt gzip stream: {exc}{self.where}",
                                  hint="the layer file is damaged; fetch it again") from None
             if self.d.eof:
                 rest = self.d.unused_data
@@ -93,7 +129,8 @@ class _GzipReader:
                 if rest.startswith(GZIP_MAGIC):
                     self.pending = rest
                 elif rest.strip(b"\0"):
-                    raise ImageError(f"corrupt gzip stream: {len(rest)} bytes of trailing garbage",
+                    raise ImageError(f"corrupt gzip stream: {len(rest)} bytes of trailing garbage"
+                                     f"{self.where}",
                                      hint="the layer file is damaged; fetch it again")
         if n < 0:
             out, self.buf = self.buf, b""
@@ -102,35 +139,64 @@ class _GzipReader:
         return out
 
 
+class _Checked:
+    """A decompressor whose library errors become ImageErrors naming the layer."""
+
+    def __init__(self, kind: str, reader: BinaryIO, errors: tuple, label: str | None) -> None:
+        self.kind = kind
+        self.reader = reader
+        self.errors = errors
+        self.label = label
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.reader.read(n)
+        except self.errors as exc:
+            where = f" (layer {self.label})" if self.label else ""
+            raise ImageError(f"corrupt {self.kind} stream: {exc}{where}",
+                             hint="the file is damaged or truncated; fetch it again") from None
+
+
 def decompress(stream: BinaryIO) -> BinaryIO:
-    """A reader of the uncompressed bytes of ``stream``, whatever its compression."""
-    return open_compressed(stream)[1]
+    """A reader of the uncompressed bytes of a whole archive, whatever its compression."""
+    head = read_head(stream)
+    return _decompressor(detect(head), _Prefixed(head, stream), None)  # type: ignore[arg-type]
 
 
-def open_compressed(stream: BinaryIO) -> tuple[str, BinaryIO]:
-    """The compression of ``stream`` (see detect) and a reader of its uncompressed bytes."""
-    head = stream.read(8)
+def open_layer(stream: BinaryIO, label: str) -> tuple[str, BinaryIO]:
+    """The compression of a layer blob (plain, gzip or zstd) and a reader of its tar.
+
+    The one place a layer's compression is detected: what this returns is
+    the tar itself, unpacked as it is (gzip(gzip(tar)) is not a layer).
+    """
+    head = read_head(stream)
     kind = detect(head)
-    return kind, _decompressor(kind, _Prefixed(head, stream))  # type: ignore[arg-type]
+    if kind not in LAYER_KINDS:
+        raise ImageError(f"unsupported layer compression {kind} (layer {label})",
+                         hint="OCI layers are plain tar, gzip or zstd: recompress the layer "
+                              "with gzip or zstd")
+    return kind, _decompressor(kind, _Prefixed(head, stream), label)  # type: ignore[arg-type]
 
 
-def _decompressor(kind: str, raw: BinaryIO) -> BinaryIO:
+def _decompressor(kind: str, raw: BinaryIO, label: str | None) -> BinaryIO:
     if kind == "plain":
         return raw  # type: ignore[return-value]
     if kind == "gzip":
-        return _GzipReader(raw)  # type: ignore[return-value]
+        return _GzipReader(raw, label)  # type: ignore[return-value]
     if kind == "zstd":
         import zstandard  # lazy: only images with zstd layers pay for it
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK,
-                                                          read_across_frames=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK,
+                                                            read_across_frames=True)
+        return _Checked(kind, reader, (zstandard.ZstdError,), label)  # type: ignore[return-value]
     if kind == "xz":
         import lzma
 
-        return lzma.LZMAFile(raw)  # type: ignore[arg-type,return-value]
+        return _Checked(kind, lzma.LZMAFile(raw), (lzma.LZMAError, EOFError),  # type: ignore[arg-type,return-value]
+                        label)
     import bz2
 
-    return bz2.BZ2File(raw)  # type: ignore[arg-type,return-value]
+    return _Checked(kind, bz2.BZ2File(raw), (OSError, EOFError), label)  # type: ignore[arg-type,return-value]
 
 
 class HashingReader:

@@ -267,6 +267,14 @@ def _docker_images(arc: Archive) -> list[ImageSource]:
     return out
 
 
+def open_stdin() -> BinaryIO:
+    """A layer read from stdin (``pyctr import -``), in a handle of its own to close."""
+    import os
+    import sys
+
+    return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+
+
 def read_images(path: Path, repo: str | None = None) -> list[ImageSource]:
     """Every image in an OCI layout dir, OCI archive or docker save tar (uncompressed)."""
     if not path.exists():

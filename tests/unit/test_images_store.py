@@ -108,7 +108,7 @@ def docker_save(out: Path, layers: list[dict[str, bytes]], kinds: list[str],
 def store_files(store: ImageStore) -> list[str]:
     top = store.root / "images"
     return sorted(str(p.relative_to(top)) for p in top.rglob("*")
-                  if not p.is_dir() and p.name not in ("oci-layout", "lock"))
+                  if not p.is_dir() and p.name not in ("oci-layout", "lock", "layers.lock"))
 
 
 @pytest.fixture
@@ -188,6 +188,12 @@ def test_digest_mismatch_leaves_nothing_in_the_store(store, tmp_path):
     assert leftovers == []  # no index entry, no temp file
     assert sha(blobs[1])[7:] not in os.listdir(store.root / "images/blobs/sha256")
     assert list((store.root / "images/tmp").iterdir()) == []
+    claimed = sha(layer_tar(TWO_LAYERS[1]))  # the diff_id the config names for the bad blob
+    served = sha(layer_tar({"etc/hostname": b"evil\n"}))  # what the bad blob unpacks to
+    layer_dirs = os.listdir(store.root / "images/layers")
+    assert claimed[7:] not in layer_dirs and served[7:] not in layer_dirs
+    links = store.root / "images/layers/l"
+    assert [n for n in os.listdir(links) if not (links / n).exists()] == []  # none dangling
     with pytest.raises(NotFound):
         store.resolve("bad")
 
@@ -213,9 +219,10 @@ def test_nested_index_picks_host_platform(store, tmp_path):
     lay = tmp_path / "multi"
     mdigest, _ = oci_layout(lay, TWO_LAYERS, ["gzip", "gzip"])
     manifest = (lay / "blobs/sha256" / mdigest[7:]).read_bytes()
+    decoy_arch = "arm64" if host_arch() == "amd64" else "amd64"  # a real platform, not ours
     other = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
              "digest": "sha256:" + "1" * 64, "size": 1,
-             "platform": {"os": "linux", "architecture": "s390x-none"}}
+             "platform": {"os": "linux", "architecture": decoy_arch}}
     mine = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest,
             "size": len(manifest), "platform": {"os": "linux", "architecture": host_arch()}}
     nested = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyctr.images.snapshot import PAGE_SIZE, overlay_options
+from pyctr.images.snapshot import PAGE_SIZE, _on_overlay, overlay_options
 from pyctr.images.store import Image, ImageStore
 
 from pyctr.errors import ImageError
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Iterator[Path]:
+    """A dir not on overlayfs: overlay_options refuses an upper there, whatever tmp_path is on."""
+    if not _on_overlay(tmp_path):
+        yield tmp_path
+        return
+    if _on_overlay(Path("/var/tmp")):
+        pytest.skip("tmp_path and /var/tmp are both on overlayfs: no dir for an upper")
+    d = Path(tempfile.mkdtemp(prefix="pyctr-snapshot-", dir="/var/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)
 
 
 def fake_image(store: ImageStore, n: int) -> Image:
@@ -24,36 +42,36 @@ def fake_image(store: ImageStore, n: int) -> Image:
                  diff_ids=diff_ids)
 
 
-def test_lowerdir_is_topmost_first_and_relative(tmp_path: Path):
-    store = ImageStore(tmp_path)
+def test_lowerdir_is_topmost_first_and_relative(base: Path):
+    store = ImageStore(base)
     image = fake_image(store, 3)
-    cwd, data = overlay_options(store, image, tmp_path / "up", tmp_path / "work")
-    assert cwd == tmp_path / "images/layers"
+    cwd, data = overlay_options(store, image, base / "up", base / "work")
+    assert cwd == base / "images/layers"
     assert data == (f"lowerdir=l/L000000002:l/L000000001:l/L000000000,"
-                    f"upperdir={tmp_path}/up,workdir={tmp_path}/work")
+                    f"upperdir={base}/up,workdir={base}/work")
 
 
-def test_two_hundred_layers_fit_in_one_page(tmp_path: Path):
-    store = ImageStore(tmp_path)
-    _, data = overlay_options(store, fake_image(store, 200), tmp_path / "u", tmp_path / "w")
+def test_two_hundred_layers_fit_in_one_page(base: Path):
+    store = ImageStore(base)
+    _, data = overlay_options(store, fake_image(store, 200), base / "u", base / "w")
     assert len(data) < PAGE_SIZE
 
 
-def test_too_many_layers_is_a_clear_error(tmp_path: Path):
-    store = ImageStore(tmp_path)
+def test_too_many_layers_is_a_clear_error(base: Path):
+    store = ImageStore(base)
     with pytest.raises(ImageError, match=r"has too many layers \(400\) for one overlay mount"):
-        overlay_options(store, fake_image(store, 400), tmp_path / "u", tmp_path / "w")
+        overlay_options(store, fake_image(store, 400), base / "u", base / "w")
 
 
-def test_separators_in_upper_are_refused(tmp_path: Path):
-    store = ImageStore(tmp_path)
+def test_separators_in_upper_are_refused(base: Path):
+    store = ImageStore(base)
     with pytest.raises(ImageError, match="upperdir .*a,b contains ',' or ':'"):
-        overlay_options(store, fake_image(store, 1), tmp_path / "a,b", tmp_path / "w")
+        overlay_options(store, fake_image(store, 1), base / "a,b", base / "w")
 
 
-def test_missing_layer_link_names_the_layer(tmp_path: Path):
-    store = ImageStore(tmp_path)
+def test_missing_layer_link_names_the_layer(base: Path):
+    store = ImageStore(base)
     image = fake_image(store, 1)
     (store.dirs.layers / image.diff_ids[0][7:] / "link").unlink()
     with pytest.raises(ImageError, match=f"layer {image.diff_ids[0]} of image .* is missing"):
-        overlay_options(store, image, tmp_path / "u", tmp_path / "w")
+        overlay_options(store, image, base / "u", base / "w")

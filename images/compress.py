@@ -4,8 +4,8 @@ Media types lie (a ``tar+gzip`` layer that is plain tar is common in the
 wild), so the first bytes decide, once, where a layer is ingested: a tar
 header is recognized first, so a plain layer whose first entry is named
 ``BZh…`` stays plain.  Layers may be plain, gzip or zstd (all that OCI
-knows); xz and bzip2 are refused for layers but read for whole archives
-(``docker save | xz``).  Every decompressor's error becomes an ImageError.
+knows); xz and bzip2 are refused for layers, but read for whole archives
+(``docker save | xz``) and for ``import``, which stores the plain tar.  Every decompressor's error becomes an ImageError.
 zlib, zstd and hashlib release the GIL on large buffers, which is what
 lets several layers unpack at once in threads.  zstandard is imported only
 when a zstd stream is met.
@@ -176,6 +176,17 @@ def open_layer(stream: BinaryIO, label: str) -> tuple[str, BinaryIO]:
                          hint="OCI layers are plain tar, gzip or zstd: recompress the layer "
                               "with gzip or zstd")
     return kind, _decompressor(kind, _Prefixed(head, stream), label)  # type: ignore[arg-type]
+
+
+def undo_legacy(stream: BinaryIO) -> BinaryIO:
+    """``stream`` as it is, or decompressed if xz or bzip2: for ``import``, which takes them
+    (as docker import does) and stores the plain tar, since a layer cannot be either."""
+    head = read_head(stream)
+    kind = detect(head)
+    prefixed = _Prefixed(head, stream)
+    if kind in LAYER_KINDS:
+        return prefixed  # type: ignore[return-value]
+    return _decompressor(kind, prefixed, None)  # type: ignore[arg-type]
 
 
 def _decompressor(kind: str, raw: BinaryIO, label: str | None) -> BinaryIO:

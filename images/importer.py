@@ -24,7 +24,7 @@ from pyctr.errors import ImageError, UserError
 
 from . import layers
 from .changes import apply_changes
-from .compress import decompress, detect, read_head
+from .compress import decompress, detect, read_head, undo_legacy
 from .index import MANIFEST_TYPE, set_names
 from .layout import host_arch
 from .reference import parse_reference
@@ -76,14 +76,15 @@ def import_rootfs(store: ImageStore, tar_path: Path | str, ref: str,
     store._ensure()
     layers.sweep_tmp(store.dirs)
     if str(tar_path) == "-":
-        opener = open_stdin
+        def opener() -> BinaryIO:
+            return _RootfsTar(open_stdin())  # type: ignore[return-value]
     else:
         path = Path(tar_path)
         if not path.is_file():
             raise UserError(f"no such file: {path}", hint="pass a tar of a root filesystem")
 
         def opener() -> BinaryIO:
-            return open(path, "rb")
+            return _RootfsTar(open(path, "rb"))  # type: ignore[return-value]
     from datetime import UTC, datetime  # lazy: datetime is only needed here
 
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -95,6 +96,23 @@ def import_rootfs(store: ImageStore, tar_path: Path | str, ref: str,
                   "history": [{"created": now, "created_by": "pyctr import"}]}
         src = ImageSource(names=names, config=json.dumps(config).encode(), layers=[])
         return _commit(store, src, [layer])
+
+
+class _RootfsTar:
+    """A rootfs tarball to import: plain, gzip or zstd as it is; xz or bzip2 made plain."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.reader = undo_legacy(raw)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.reader.read(n)
+
+    def __enter__(self) -> _RootfsTar:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.close()
 
 
 def _ingest(store: ImageStore, layer_srcs: list[LayerSource],

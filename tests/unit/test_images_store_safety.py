@@ -145,6 +145,18 @@ def test_xz_and_bzip2_layers_are_refused(store, tmp_path, kind, packer):
     assert os.listdir(store.root / "images/layers") == ["l"]
 
 
+@pytest.mark.parametrize("packer", [lzma.compress, bz2.compress])
+def test_import_of_an_xz_or_bzip2_rootfs_stores_the_plain_tar(store, tmp_path, packer):
+    plain = layer_tar({"bin/sh": b"sh"})
+    (tmp_path / "rootfs.tar.x").write_bytes(packer(plain))
+    img = store.import_rootfs(tmp_path / "rootfs.tar.x", "legacy:1")
+    manifest = json.loads((store.root / "images/blobs/sha256" / img.manifest_digest[7:]).read_text())
+    assert manifest["layers"] == [{"mediaType": LAYER_TYPES["plain"], "digest": sha(plain),
+                                   "size": len(plain)}]
+    assert img.diff_ids == [sha(plain)]
+    assert (store.layer_paths(img)[0] / "bin/sh").read_bytes() == b"sh"
+
+
 def test_corrupt_zstd_layer_is_an_image_error(store, tmp_path):
     blob = b"\x28\xb5\x2f\xfd" + b"\x00garbage" * 20
     with pytest.raises(ImageError, match=f"corrupt zstd stream: .*\\(layer {sha(blob)}\\)"):

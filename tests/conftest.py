@@ -56,7 +56,8 @@ def _netns() -> set[str]:
 def _pyctr_cgroups() -> set[str]:
     found = set()
     base = Path("/sys/fs/cgroup")
-    for hier in base.iterdir() if base.is_dir() else ():
+    # v1 and hybrid: one hierarchy per controller below base; pure v2: base itself
+    for hier in [base, *(base.iterdir() if base.is_dir() else ())]:
         for sub in ("pyctr", "pyctr-test"):
             p = hier / sub
             if p.is_dir():

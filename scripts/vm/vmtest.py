@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 CACHE_DIR = Path("/var/cache/pyctr-vm")
@@ -192,10 +192,9 @@ def find_kernel(version: str | None = None, boot: Path = Path("/boot"),
 
 
 def find_qemu() -> str:
-    for name in ("qemu-system-x86_64",):
-        path = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
-        if path:
-            return path
+    path = shutil.which("qemu-system-x86_64", path=os.environ.get("PATH", "") + ":/usr/bin")
+    if path:
+        return path
     raise VmTestError(f"qemu-system-x86_64 not found (install it: {INSTALL_HINT})")
 
 
@@ -248,7 +247,8 @@ def parse_builtin(text: str) -> set[str]:
     return {module_name(line.strip()) for line in text.splitlines() if line.strip()}
 
 
-def resolve_modules(dep: dict[str, tuple[str, list[str]]], wanted, builtin=frozenset()) -> list[str]:
+def resolve_modules(dep: dict[str, tuple[str, list[str]]], wanted,
+                    builtin=frozenset()) -> list[str]:
     """Module paths to insmod, each after everything it depends on, once.
 
     modules.dep lists every (transitive) dependency of a module already;
@@ -393,7 +393,7 @@ def run_script(command: list[str], cwd: str, env: dict[str, str], results: str, 
                tty_out: bool = False, tty_err: bool = False,
                bb: str = f"{GUEST_TOOLS}/busybox", out: str = "/dev/ttyS1",
                err: str = "/dev/ttyS2", fifo_dir: str = GUEST_TOOLS,
-               poweroff: str = "$bb poweroff -f") -> str:
+               poweroff: str = "$bb sync; $bb poweroff -f") -> str:
     """results/run.sh: PID 1 after switch_root (busybox sh).
 
     Runs the command with exactly `env` in `cwd`, stdin from /dev/null,
@@ -430,15 +430,14 @@ def run_script(command: list[str], cwd: str, env: dict[str, str], results: str, 
         f"    $bb env -i {env_args} {argv} </dev/null >{redirect['out']} 2>{redirect['err']}",
         "    rc=$?",
         "else",
-        f"    echo \"vm-test: cannot cd to \"{q(cwd)}\" in the guest"
-        f" (/tmp and /run are fresh tmpfs there)\" >{redirect['err']}",
+        (f"    echo \"vm-test: cannot cd to \"{q(cwd)}\" in the guest"
+         f" (/tmp and /run are fresh tmpfs there)\" >{redirect['err']}"),
         f"    : >{redirect['out']}",
         f"    rc={EXIT_VM_ERROR}",
         "fi",
         "[ -z \"$copiers\" ] || wait $copiers",
         "echo \"$rc\" > \"$results/status.tmp\" && $bb mv \"$results/status.tmp\" \"$results/status\"",
         f"echo \"{STATUS_MARKER}$rc\"",
-        "$bb sync",
         poweroff,
         "",
     ]
@@ -551,10 +550,11 @@ def qemu_argv(qemu: str, kernel: Path, initramfs: Path, results: str, mem: int, 
         "-serial", "chardev:out",
         "-chardev", f"file,id=err,path=/proc/self/fd/{err_fd},append=on",
         "-serial", "chardev:err",
-        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
-                   "multidevs=remap",
-        "-virtfs", f"local,path={results},mount_tag=results,security_model=none,"
-                   "multidevs=remap",
+        # the host's / read-only (guest writes land in its tmpfs overlay)
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        # the results dir read-write, at the same path in the guest
+        "-virtfs", f"local,path={results},mount_tag=results,security_model=none,multidevs=remap",
     ]
 
 
@@ -611,12 +611,11 @@ def _run_in(ns, kernel: Kernel, qemu: str, initramfs: Path, results: str, t0: fl
     err_r, err_w = os.pipe()
     argv = qemu_argv(qemu, kernel.vmlinuz, initramfs, results, ns.mem, ns.cpus,
                      out_w, err_w, ns.verbose)
-    qlog = open(Path(results, "qemu.log"), "wb")
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
-                            pass_fds=(out_w, err_w), start_new_session=True)
+    with open(Path(results, "qemu.log"), "wb") as qlog:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
+                                pass_fds=(out_w, err_w), start_new_session=True)
     os.close(out_w)
     os.close(err_w)
-    qlog.close()
     sinks = {out_r: sys.stdout.buffer, err_r: sys.stderr.buffer}
     console = Path(results, "console.log")
     con_pos = 0

@@ -23,7 +23,8 @@ def _cannot_boot() -> str | None:
         return "already inside the vm-test guest"
     if os.geteuid() != 0:
         return None  # the root marker skips it with its reason
-    r = subprocess.run([str(VM_TEST), "--check"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(VM_TEST), "--check"], check=False, capture_output=True,
+                       text=True, timeout=60)
     if r.returncode != 0:
         return r.stderr.strip() or r.stdout.strip()
     return None
@@ -36,7 +37,7 @@ def test_exit_status_and_cgroup2_controllers():
     script = ("cat /sys/fs/cgroup/cgroup.controllers; "
               "echo to-stderr >&2; exit 7")
     r = subprocess.run([str(VM_TEST), "--timeout", "300", "--", "/bin/sh", "-c", script],
-                       capture_output=True, text=True, timeout=330, cwd="/")
+                       check=False, capture_output=True, text=True, timeout=330, cwd="/")
     assert r.returncode == 7, r.stderr
     controllers = r.stdout.split()
     assert "memory" in controllers and "pids" in controllers and "cpu" in controllers, r.stdout
@@ -45,7 +46,7 @@ def test_exit_status_and_cgroup2_controllers():
 
 def test_unknown_option_is_refused():
     # no boot: an unknown option is refused before anything starts
-    r = subprocess.run([str(VM_TEST), "--bogus", "--", "true"], capture_output=True, text=True,
-                       timeout=30)
+    r = subprocess.run([str(VM_TEST), "--bogus", "--", "true"], check=False,
+                       capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "unrecognized arguments: --bogus" in r.stderr

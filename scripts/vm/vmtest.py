@@ -579,8 +579,10 @@ def run(ns: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise VmTestError("needs root (reading the kernel, exporting / to the guest)")
     initramfs = build_initramfs(kernel, rebuild=ns.rebuild)
+    remove_stale_results()
     results = tempfile.mkdtemp(prefix="pyctr-vm.", dir=RESULTS_PARENT)
     os.chmod(results, 0o755)
+    Path(results, "owner").write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
     try:
         return _run_in(ns, kernel, qemu, initramfs, results, t0)
     finally:
@@ -588,6 +590,26 @@ def run(ns: argparse.Namespace) -> int:
             print(f"vm-test: results kept in {results}", file=sys.stderr)
         else:
             shutil.rmtree(results, ignore_errors=True)
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def remove_stale_results(parent: Path = RESULTS_PARENT) -> None:
+    """Remove results dirs whose vm-test is gone (killed with SIGKILL: its
+    qemu died with it, through PR_SET_PDEATHSIG, but the dir stayed)."""
+    for d in parent.glob("pyctr-vm.*"):
+        try:
+            pid, start = (d / "owner").read_text().split()
+        except (OSError, ValueError):
+            continue
+        if _start_time(int(pid)) != start:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _relay(fd: int, sink) -> bool:
@@ -613,7 +635,8 @@ def _run_in(ns, kernel: Kernel, qemu: str, initramfs: Path, results: str, t0: fl
                      out_w, err_w, ns.verbose)
     with open(Path(results, "qemu.log"), "wb") as qlog:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
-                                pass_fds=(out_w, err_w), start_new_session=True)
+                                pass_fds=(out_w, err_w), start_new_session=True,
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509 (no threads)
     os.close(out_w)
     os.close(err_w)
     sinks = {out_r: sys.stdout.buffer, err_r: sys.stderr.buffer}
@@ -638,9 +661,11 @@ def _run_in(ns, kernel: Kernel, qemu: str, initramfs: Path, results: str, t0: fl
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 timed_out = True
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated) as e:
         _kill(proc)
-        raise
+        signum = e.args[0] if isinstance(e, _Terminated) else signal.SIGINT
+        print(f"vm-test: interrupted: killed qemu (pid {proc.pid})", file=sys.stderr)
+        return 128 + signum
     finally:
         if timed_out:
             _kill(proc)
@@ -670,8 +695,9 @@ def _run_in(ns, kernel: Kernel, qemu: str, initramfs: Path, results: str, t0: fl
         return int(m[-1])
     # no status: say why
     qemu_log = Path(results, "qemu.log").read_text(errors="replace").strip()
-    if "Kernel panic" in con_text:
-        print("vm-test: the guest kernel panicked", file=sys.stderr)
+    panic = re.search(r"Kernel panic - [^\r\n]*", con_text)
+    if panic:
+        print(f"vm-test: the guest kernel panicked: {panic.group(0)}", file=sys.stderr)
     elif FAIL_MARKER in con_text:
         why = con_text.split(FAIL_MARKER, 1)[1].splitlines()[0].strip()
         print(f"vm-test: guest init failed: {why}", file=sys.stderr)
@@ -702,6 +728,23 @@ def _show_tail(title: str, text: str, n: int = 30) -> None:
         print(f"--- {title} ---\n{tail_lines(text, n)}\n---", file=sys.stderr)
 
 
+def _die_with_parent() -> None:
+    """In the qemu child before exec: SIGKILL when vm-test dies (even by
+    SIGKILL, e.g. a test's timeout), so no guest outlives its caller.
+    vm-test is single-threaded, so preexec_fn is safe here."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_term(signum, frame):
+    raise _Terminated(signum)
+
+
 def _kill(proc: subprocess.Popen) -> None:
     """Kill the qemu we started (its own session: by its PID, nothing else)."""
     if proc.poll() is None:
@@ -714,6 +757,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGHUP, _on_term)
     try:
         if ns.check:
             kernel, qemu = check()

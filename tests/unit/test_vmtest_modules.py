@@ -200,3 +200,17 @@ def test_build_initramfs_cached_and_rebuilt(tmp_path):
     os.utime(moddir / "modules.dep", ns=(1, 1))
     second = vt.build_initramfs(k, cache)
     assert second != first and second.exists() and not first.exists()
+
+
+def test_remove_stale_results(tmp_path):
+    import os as _os
+    live = tmp_path / "pyctr-vm.live"
+    dead = tmp_path / "pyctr-vm.dead"
+    other = tmp_path / "pyctr-vm.noowner"
+    for d in (live, dead, other):
+        d.mkdir()
+    me = _os.getpid()
+    (live / "owner").write_text(f"{me} {vt._start_time(me)}\n")
+    (dead / "owner").write_text(f"{me} 1\n")  # same pid, another start time: reused pid
+    vt.remove_stale_results(tmp_path)
+    assert live.exists() and other.exists() and not dead.exists()

@@ -34,6 +34,11 @@ class Mount:
     options: list[str] = field(default_factory=list)
 
 
+def _no_limits():
+    from pyctr.limits import LimitFlags
+    return LimitFlags()
+
+
 @dataclass
 class RunOptions:
     """The flags of `pyctr run`, as docker spells them."""
@@ -53,6 +58,8 @@ class RunOptions:
     read_only: bool = False
     volumes: list[str] = field(default_factory=list)
     tmpfs: list[str] = field(default_factory=list)
+    limits: object = field(default_factory=_no_limits)  # pyctr.limits.LimitFlags
+    cgroup_parent: str | None = None
 
 
 def validate_name(name: str) -> str:
@@ -219,7 +226,8 @@ def oci_mounts(user_mounts: list[Mount], etc_files: dict[str, Path]) -> list[dic
 def apply_run_options(spec: dict, *, args: list[str], env: list[str], cwd: str,
                       uid: int, gid: int, additional_gids: list[int], hostname: str,
                       terminal: bool, read_only: bool, mounts: list[dict],
-                      console_size: tuple[int, int] | None = None) -> dict:
+                      console_size: tuple[int, int] | None = None,
+                      cgroups_path: str | None = None, resources: dict | None = None) -> dict:
     """Fill the runtime's default spec with what this container needs."""
     proc = spec["process"]
     proc["args"] = args
@@ -234,6 +242,12 @@ def apply_run_options(spec: dict, *, args: list[str], env: list[str], cwd: str,
     spec["hostname"] = hostname
     spec["root"]["readonly"] = read_only
     spec["mounts"] = list(spec.get("mounts", [])) + mounts
+    linux = spec.setdefault("linux", {})
+    if cgroups_path:
+        linux["cgroupsPath"] = cgroups_path
+    if resources:
+        # the runtime's defaults (the device allow-list) stay; the limits are added
+        linux["resources"] = {**linux.get("resources", {}), **resources}
     return spec
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -42,6 +43,17 @@ def require_overlayfs(filesystems: str = "/proc/filesystems") -> None:
                      path=filesystems, hint="try: modprobe overlay")
 
 
+@dataclass
+class RunResult:
+    """How a foreground container ended."""
+
+    exit_code: int
+    container_id: str
+    name: str
+    oom_killed: bool = False
+    hint: str = ""
+
+
 class Engine:
     """The engine's state lives under ``root`` (images, layers, containers)."""
 
@@ -65,8 +77,10 @@ class Engine:
 
     # ---- run ------------------------------------------------------------
 
-    def run(self, opts: B.RunOptions) -> int:
-        """Run a container in the foreground; return its exit status as docker does."""
+    def run(self, opts: B.RunOptions) -> RunResult:
+        """Run a container in the foreground; its exit status is docker's."""
+        from pyctr.limits import cgroup_path, resources_from_flags
+
         require_overlayfs()
         if opts.name is not None:
             B.validate_name(opts.name)
@@ -77,6 +91,8 @@ class Engine:
         for path in opts.env_files:
             B.read_env_file(path)  # fail on a bad file before anything is made
         B.parse_env(opts.env)
+        resources, _ = resources_from_flags(opts.limits)  # docker's texts, before anything exists
+        cgroup_path(opts.cgroup_parent, "check")
         image = self.images.resolve(opts.image)
         cfg = image.config or {}
         args = B.process_args(cfg, opts)
@@ -93,7 +109,11 @@ class Engine:
                                "StopSignal": cfg.get("StopSignal") or "SIGTERM"},
                     "HostConfig": {"AutoRemove": opts.rm, "ReadonlyRootfs": opts.read_only,
                                    "Binds": list(opts.volumes),
-                                   "Tmpfs": list(opts.tmpfs)}})
+                                   "Tmpfs": list(opts.tmpfs),
+                                   "CgroupParent": opts.cgroup_parent or "",
+                                   **_docker_limits(resources)}})
+        c.record["HostConfig"]["CgroupPath"] = cgroup_path(opts.cgroup_parent, c.id)
+        c.record["HostConfig"]["Resources"] = resources.to_oci()
         try:
             self._mount_rootfs(c, image, volatile=opts.rm)
             spec = self._write_bundle(c, opts, cfg, args, cwd, user_mounts)
@@ -182,7 +202,9 @@ class Engine:
             env=B.container_env(cfg, opts, hostname=hostname, home=user.home),
             uid=user.uid, gid=user.gid, additional_gids=user.additional_gids,
             hostname=hostname, terminal=opts.tty, read_only=opts.read_only,
-            mounts=B.oci_mounts(user_mounts, etc), console_size=_console_size())
+            mounts=B.oci_mounts(user_mounts, etc), console_size=_console_size(),
+            cgroups_path=c.record["HostConfig"]["CgroupPath"],
+            resources=c.record["HostConfig"]["Resources"])
         atomic_write_json(c.dir / "config.json", spec, sync=c.durable)
         c.record["Config"]["Env"] = spec["process"]["env"]
         c.record["Config"]["Hostname"] = hostname
@@ -192,7 +214,7 @@ class Engine:
         c.save()
         return spec
 
-    def _run_created(self, c: Container, opts: B.RunOptions, spec: dict) -> int:
+    def _run_created(self, c: Container, opts: B.RunOptions, spec: dict) -> RunResult:
         from pyctr.runtime import container as rt
 
         stdin_fd = 0 if opts.interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -218,36 +240,179 @@ class Engine:
                     from pyctr.tty import relay
                     relay(ctr.console_fd, interactive=opts.interactive)
                 code = ctr.wait()
-            self._finish(c, exit_code=code)
-            return code
+            oom = self._oom_killed(c)  # before delete: the runtime removes the cgroup
+            self._finish(c, exit_code=code, oom_killed=oom)
+            from pyctr.limits import oom_hint
+            return RunResult(code, c.id, c.name, oom,
+                             oom_hint(c.record["HostConfig"].get("Resources")) if oom else "")
         finally:
             ctr.delete()
 
-    def _finish(self, c: Container, *, exit_code: int, error: str = "") -> None:
+    def _oom_killed(self, c: Container) -> bool:
+        path = c.record.get("HostConfig", {}).get("CgroupPath")
+        if not path:
+            return False
+        from pyctr.limits import open_container_cgroup
+        try:
+            mgr = open_container_cgroup(path)
+            return mgr.exists and mgr.oom_killed()
+        except (PyctrError, OSError):
+            return False
+
+    def _finish(self, c: Container, *, exit_code: int, error: str = "",
+                oom_killed: bool = False) -> None:
         state = c.record["State"]
         if state.get("FinishedAt"):
             return
         state.update(Status="exited", Running=False, Pid=0, ExitCode=exit_code,
-                     Error=error, FinishedAt=now_iso())
+                     Error=error, OOMKilled=oom_killed, FinishedAt=now_iso())
         if c.dir.exists():
             c.save()
 
-    # ---- other verbs --------------------------------------------------------
+    # ---- state from the kernel ------------------------------------------------
+
+    def cgroup(self, c: Container):
+        """The Manager of the container's cgroup (None for a container without one)."""
+        path = c.record.get("HostConfig", {}).get("CgroupPath")
+        if not path:
+            return None
+        from pyctr.limits import open_container_cgroup
+        return open_container_cgroup(path)
+
+    def status(self, c: Container) -> str:
+        """created | running | paused | exited: the PID and the freezer decide, not the file."""
+        status = c.status
+        if status == "running":
+            mgr = self.cgroup(c)
+            if mgr is not None and mgr.exists and mgr.frozen:
+                return "paused"
+        return status
+
+    def inspect(self, c: Container) -> dict:
+        rec = dict(c.record)
+        status = self.status(c)
+        rec["State"] = dict(rec["State"], Status=status, Running=status in ("running", "paused"),
+                            Paused=status == "paused")
+        if status == "exited" and rec["State"].get("Pid"):
+            rec["State"]["Pid"] = 0
+        return rec
+
+    def _running(self, ref: str, verb: str) -> Container:
+        c = self.containers.get(ref)
+        status = self.status(c)
+        if status not in ("running", "paused"):
+            raise Conflict(f"container {c.name} is not running", hint=f"pyctr {verb} needs a "
+                           "running container: pyctr ps lists them")
+        return c
+
+    # ---- limits: stats, update, pause -------------------------------------------
+
+    def stats(self, ref: str):
+        c = self._running(ref, "stats")
+        return c, self.cgroup(c).stats()
+
+    def update(self, ref: str, flags) -> Container:
+        """Change the limits of a running container (docker update)."""
+        from pyctr.cgroups import Resources
+        from pyctr.limits import resources_from_flags
+
+        c = self._running(ref, "update")
+        base = Resources.from_oci(c.record["HostConfig"].get("Resources"))
+        res, _ = resources_from_flags(flags, base=base)
+        self.cgroup(c).apply(res)
+        c.record["HostConfig"].update(Resources=res.to_oci(), **_docker_limits(res))
+        c.save()
+        return c
+
+    def pause(self, ref: str) -> Container:
+        c = self._running(ref, "pause")
+        if self.status(c) == "paused":
+            raise Conflict(f"container {c.name} is already paused")
+        self.cgroup(c).freeze()
+        return c
+
+    def unpause(self, ref: str) -> Container:
+        c = self._running(ref, "unpause")
+        if self.status(c) != "paused":
+            raise Conflict(f"container {c.name} is not paused")
+        self.cgroup(c).thaw()
+        return c
+
+    # ---- removal and clean-up ---------------------------------------------------
 
     def remove_container(self, ref: str, *, force: bool = False) -> str:
         c = self.containers.get(ref)
-        if c.status == "running":
+        if self.status(c) in ("running", "paused"):
             if not force:
                 raise Conflict(f'cannot remove container "/{c.name}": container is running',
                                hint="stop the container before removing or force remove (-f)")
+            mgr = self.cgroup(c)
+            if mgr is not None and mgr.exists:
+                mgr.kill_all()  # also thaws a paused container's processes out of the freezer
             _kill_and_wait(c.record["State"]["Pid"], c.record["State"].get("PidStartTime"))
+        self._release(c)
+        self.containers.remove_dir(c)
+        return c.name
+
+    def _release(self, c: Container) -> None:
+        """What a stopped container may still hold: its rootfs mount, cgroup, runtime state."""
         self._unmount_rootfs(c)
+        mgr = self.cgroup(c)
+        if mgr is not None and mgr.exists:
+            mgr.destroy()
         state_dir = self.runtime_root / c.id
         if state_dir.exists():
             import shutil
             shutil.rmtree(state_dir, ignore_errors=True)
-        self.containers.remove_dir(c)
-        return c.name
+
+    def reconcile(self) -> list[str]:
+        """Clean what containers that died with their CLI left behind (crash recovery).
+
+        A record that says running whose PID is gone gets its real end: the
+        rootfs unmounted, the cgroup (with the OOM verdict read first)
+        removed, the state marked exited.
+        """
+        cleaned = []
+        for c in self.containers.list():
+            if c.record["State"]["Status"] == "running" and c.status == "exited":
+                oom = self._oom_killed(c)
+                self._release(c)
+                self._finish(c, exit_code=c.record["State"].get("ExitCode") or 255,
+                             error="the container's monitor (pyctr run) ended before it",
+                             oom_killed=oom)
+                if c.record["HostConfig"].get("AutoRemove"):
+                    self.containers.remove_dir(c)
+                cleaned.append(c.id)
+        return cleaned
+
+    def prune(self) -> tuple[list[str], list[str]]:
+        """`pyctr system prune`: stopped containers, and cgroups no container owns."""
+        self.reconcile()
+        removed = []
+        for c in self.containers.list():
+            if self.status(c) in ("exited", "created"):
+                self._release(c)
+                self.containers.remove_dir(c)
+                removed.append(c.id)
+        return removed, self._prune_cgroups()
+
+    def _prune_cgroups(self) -> list[str]:
+        """Leaf cgroups under /pyctr named like a container id with no container record."""
+        from pyctr.cgroups import detect
+        from pyctr.limits import open_container_cgroup
+
+        known = {c.id for c in self.containers.list()}
+        layout = detect()
+        roots = [layout.unified] if layout.driver == "v2" else list(layout.v1.values())
+        stale = set()
+        for root in roots:
+            parent = Path(root) / "pyctr"
+            if parent.is_dir():
+                stale |= {e.name for e in os.scandir(parent)
+                          if e.is_dir() and len(e.name) == 64 and e.name not in known}
+        for cid in sorted(stale):
+            open_container_cgroup(f"/pyctr/{cid}").destroy()
+        return sorted(stale)
 
     def remove_image(self, ref: str, *, force: bool = False) -> list[str]:
         """docker's rule: untagging one of several names is always allowed."""
@@ -261,12 +426,24 @@ class Engine:
                            f"container {users[0].id[:12]} ({users[0].name})",
                            hint="remove the container first (pyctr rm), or use rmi -f")
         if users and force:
-            running = [u for u in users if u.status == "running"]
+            running = [u for u in users if self.status(u) in ("running", "paused")]
             if running:
                 raise Conflict(f"unable to remove image {ref}: image is being used by "
                                f"running container {running[0].id[:12]} ({running[0].name})",
                                hint="stop and remove the container first")
         return self.images.remove(ref)
+
+
+def _docker_limits(res) -> dict:
+    """The limits under the names `docker inspect` gives them in HostConfig."""
+    cfs = res.cfs()
+    return {"Memory": res.memory or 0, "MemorySwap": res.memory_swap or 0,
+            "MemoryReservation": res.memory_reservation or 0,
+            "NanoCpus": int(res.cpus * 1e9) if res.cpus else 0,
+            "CpuQuota": cfs[0] if cfs else 0, "CpuPeriod": cfs[1] if cfs else 0,
+            "CpuShares": res.cpu_shares or 0, "CpusetCpus": res.cpuset_cpus or "",
+            "CpusetMems": res.cpuset_mems or "", "PidsLimit": res.pids_limit,
+            "BlkioWeight": res.blkio_weight or 0}
 
 
 def _is_mountpoint(path: Path) -> bool:

@@ -60,9 +60,10 @@ def _pyctr_cgroups() -> set[str]:
     for hier in [base, *(base.iterdir() if base.is_dir() else ())]:
         for sub in ("pyctr", "pyctr-test"):
             p = hier / sub
-            if p.is_dir():
+            if p.is_dir():  # the parent itself stays, as docker's /docker does
                 for dirpath, dirnames, _ in os.walk(p):
-                    found.add(dirpath)
+                    if dirpath != str(p):
+                        found.add(dirpath)
     return found
 
 

@@ -8,6 +8,7 @@ import click
 
 from pyctr.bundle import RunOptions
 from pyctr.cli import fmt
+from pyctr.cli.limits import limit_flags, limit_options
 
 
 @click.command(context_settings={"allow_interspersed_args": False,
@@ -26,11 +27,14 @@ from pyctr.cli import fmt
 @click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
 @click.option("-v", "--volume", multiple=True, metavar="HOST:CTR[:ro]", help="Bind-mount a volume.")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]", help="Mount a tmpfs.")
+@limit_options
+@click.option("--cgroup-parent", metavar="PATH",
+              help="Parent cgroup of the container's cgroup (default pyctr).")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def run(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint, interactive, tty,
-        read_only, volume, tmpfs, image, command) -> int:
+        read_only, volume, tmpfs, cgroup_parent, image, command, **limits) -> int:
     """Run a command in a new container (in the foreground)."""
     import os
 
@@ -39,16 +43,21 @@ def run(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint, in
     opts = RunOptions(image=image, command=list(command), name=name, rm=rm, env=list(env),
                       env_files=list(env_file), workdir=workdir, user=user,
                       hostname=hostname, entrypoint=entrypoint, interactive=interactive,
-                      tty=tty, read_only=read_only, volumes=list(volume), tmpfs=list(tmpfs))
-    return engine.run(opts)
+                      tty=tty, read_only=read_only, volumes=list(volume), tmpfs=list(tmpfs),
+                      limits=limit_flags(limits), cgroup_parent=cgroup_parent)
+    result = engine.run(opts)
+    if result.hint:
+        click.echo(f"pyctr: {result.hint}", err=True)
+    return result.exit_code
 
 
-def _status(c) -> str:
+def _status(engine, c) -> str:
     state = c.record["State"]
-    status = c.status
-    if status == "running":
+    status = engine.status(c)
+    if status in ("running", "paused"):
         started = fmt.parse_time(state.get("StartedAt", ""))
-        return f"Up {fmt.human_duration(time.time() - started)}" if started else "Up"
+        up = f"Up {fmt.human_duration(time.time() - started)}" if started else "Up"
+        return f"{up} (Paused)" if status == "paused" else up
     if status == "exited":
         return f"Exited ({state.get('ExitCode', 0)}) {fmt.ago(state.get('FinishedAt', ''))}"
     return "Created"
@@ -68,21 +77,18 @@ def _command(c) -> str:
 @click.pass_obj
 def ps(engine, show_all, quiet, no_trunc, format_) -> None:
     """List containers."""
-    containers = [c for c in engine.containers.list() if show_all or c.status == "running"]
+    engine.reconcile()
+    containers = [c for c in engine.containers.list()
+                  if show_all or engine.status(c) in ("running", "paused")]
     if quiet:
         for c in containers:
             click.echo(c.id if no_trunc else c.id[:12])
         return
     if format_ == "json":
-        out = []
-        for c in containers:
-            rec = dict(c.record)
-            rec["State"] = dict(rec["State"], Status=c.status, Running=c.status == "running")
-            out.append(rec)
-        fmt.print_json(out)
+        fmt.print_json([engine.inspect(c) for c in containers])
         return
     rows = [[c.id if no_trunc else c.id[:12], c.record.get("Image", ""), _command(c),
-             fmt.ago(c.record.get("Created", "")), _status(c), "", c.name]
+             fmt.ago(c.record.get("Created", "")), _status(engine, c), "", c.name]
             for c in containers]
     fmt.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
 
@@ -96,6 +102,7 @@ def rm(engine, force, containers) -> int:
     from pyctr.errors import PyctrError
 
     failed = 0
+    engine.reconcile()
     for ref in containers:
         try:
             engine.remove_container(ref, force=force)
@@ -106,4 +113,44 @@ def rm(engine, force, containers) -> int:
     return failed
 
 
-COMMANDS = [run, ps, rm]
+@click.command()
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def inspect(engine, containers) -> int:
+    """Show the state and configuration of containers as JSON (docker inspect's shape)."""
+    out = [engine.inspect(engine.containers.get(ref)) for ref in containers]
+    fmt.print_json(out)
+    return 0
+
+
+def _each(engine, refs, verb) -> int:
+    from pyctr.errors import PyctrError
+
+    failed = 0
+    for ref in refs:
+        try:
+            getattr(engine, verb)(ref)
+            click.echo(ref)
+        except PyctrError as exc:
+            click.echo(f"pyctr: {exc.render()}", err=True)
+            failed = 1
+    return failed
+
+
+@click.command()
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def pause(engine, containers) -> int:
+    """Freeze every process of containers (the cgroup freezer)."""
+    return _each(engine, containers, "pause")
+
+
+@click.command()
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def unpause(engine, containers) -> int:
+    """Thaw paused containers."""
+    return _each(engine, containers, "unpause")
+
+
+COMMANDS = [run, ps, rm, inspect, pause, unpause]

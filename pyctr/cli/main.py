@@ -81,8 +81,8 @@ def version() -> None:
 
 
 def _register() -> None:
-    from pyctr.cli import container, image
-    for mod in (container, image):
+    from pyctr.cli import container, image, limits, system
+    for mod in (container, image, limits, system):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,71 @@
+"""System verbs: info, system prune."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--format", "format_", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def info(engine, format_) -> None:
+    """Host facts pyctr depends on: cgroup layout, kernel, root dir, counts."""
+    import json
+    import os
+
+    from pyctr import __version__
+    from pyctr.cgroups import describe, detect
+
+    engine.reconcile()
+    containers = engine.containers.list()
+    statuses = [engine.status(c) for c in containers]
+    cg = describe(detect())
+    data = {"ServerVersion": __version__, "KernelVersion": os.uname().release,
+            "OperatingSystem": _os_name(), "Architecture": os.uname().machine,
+            "NCPU": os.cpu_count(), "PyctrRootDir": str(engine.root),
+            "Containers": len(containers), "ContainersRunning": statuses.count("running"),
+            "ContainersPaused": statuses.count("paused"),
+            "ContainersStopped": statuses.count("exited") + statuses.count("created"),
+            "Images": len(engine.images.list()), **cg}
+    if format_ == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        click.echo(f"{key}: {value}")
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+@click.group()
+def system() -> None:
+    """Manage pyctr itself."""
+
+
+@system.command()
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.pass_obj
+def prune(engine, force) -> None:
+    """Remove stopped containers and cgroups no container owns."""
+    import sys
+
+    if not force and sys.stdin.isatty():
+        click.confirm("This will remove all stopped containers and leftover cgroups. "
+                      "Continue?", abort=True)
+    containers, cgroups = engine.prune()
+    if containers:
+        click.echo("Deleted Containers:\n" + "\n".join(containers))
+    if cgroups:
+        click.echo("Deleted cgroups:\n" + "\n".join(f"/pyctr/{c}" for c in cgroups))
+    click.echo(f"Total: {len(containers)} containers, {len(cgroups)} cgroups")
+
+
+COMMANDS = [info, system]

@@ -17,6 +17,9 @@ import pytest
 from tests.conftest import make_busybox_rootfs
 
 PYCTR = str(Path(sys.executable).parent / "pyctr")
+# pyctr roots live here: not on an overlay (an upperdir cannot), so in the
+# cgroup v2 guest of scripts/vm-test a tmpfs it names, else /var/tmp
+ROOT_BASE = os.environ.get("PYCTR_TEST_ROOT_BASE", "/var/tmp")
 
 
 @dataclass
@@ -59,7 +62,7 @@ def pyctr_session(busybox_tar) -> Pyctr:
     """One root for the session with busybox:latest imported through `pyctr import`."""
     if os.geteuid() != 0:
         pytest.skip("needs root: namespaces, mounts and overlayfs")
-    base = Path(tempfile.mkdtemp(prefix="pyctr-it-", dir="/var/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="pyctr-it-", dir=ROOT_BASE))
     p = Pyctr(base / "root", base / "run")
     p.ok("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
     yield p

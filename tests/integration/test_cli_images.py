@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Pyctr
+from tests.integration.conftest import ROOT_BASE, Pyctr
 from tests.integration.test_images_tools import umoci_layout  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.tools("umoci", "skopeo")]
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.root, pytest.mark.tools("umoci", "skopeo")]
 @pytest.fixture(scope="module")
 def own() -> Pyctr:
     """A root of this module's own: loading here must not rename the session's busybox."""
-    base = Path(tempfile.mkdtemp(prefix="pyctr-img-", dir="/var/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="pyctr-img-", dir=ROOT_BASE))
     yield Pyctr(base / "root", base / "run")
     shutil.rmtree(base, ignore_errors=True)
 

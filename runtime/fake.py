@@ -11,9 +11,11 @@ with ``present`` (container path -> is a directory).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from .syscalls import Syscalls
+from .seam import Syscalls
+from .securejoin import secure_join
 
 
 class RecordingSyscalls(Syscalls):
@@ -63,29 +65,47 @@ class RecordingSyscalls(Syscalls):
         if self.pivoted and not os.path.isdir(self._real(path)):
             raise FileNotFoundError(2, "No such file or directory", path)
 
-    def mkdir(self, path, mode=0o755):  # type: ignore[override]
-        self._rec("mkdir", path)
-        self.created.add(path)
+    def _in(self, root, path):
+        return str(secure_join(Path(root), path))
 
-    def touch(self, path):  # type: ignore[override]
-        self._rec("touch", path)
-        self.created.add(path)
+    def mkdir_in(self, root, path):  # type: ignore[override]
+        self._rec("mkdir", self._in(root, path))
+        self.created.add(self._in(root, path))
 
-    def mknod(self, path, mode, device):  # type: ignore[override]
-        self._rec("mknod", path, mode, device)
-        self.created.add(path)
+    def touch_in(self, root, path):  # type: ignore[override]
+        self._rec("touch", self._in(root, path))
+        self.created.add(self._in(root, path))
 
-    def chown(self, path, uid, gid):  # type: ignore[override]
-        self._rec("chown", path, uid, gid)
+    def mknod_in(self, root, path, mode, device, uid, gid):  # type: ignore[override]
+        target = self._in(root, path)
+        self._rec("mknod", target, mode, device)
+        self._rec("chown", target, uid, gid)
+        self._rec("chmod", target, mode & 0o7777)
+        self.created.add(target)
 
-    def chmod(self, path, mode):  # type: ignore[override]
-        self._rec("chmod", path, mode)
+    def symlink_in(self, root, target, path, replace=False):  # type: ignore[override]
+        if replace and self.exists_in(root, path):
+            self._rec("unlink", self._in(root, path))
+        self._rec("symlink", target, self._in(root, path))
 
-    def symlink(self, target, path):  # type: ignore[override]
-        self._rec("symlink", target, path)
+    def mount_in(self, root, source, dest, fstype, flags=0, data=None,  # type: ignore[override]
+                 source_in_root=False):
+        if source_in_root and source is not None:
+            source = self._in(root, source)
+        self._rec("mount", source, self._in(root, dest), fstype, flags, data)
 
-    def unlink(self, path):  # type: ignore[override]
-        self._rec("unlink", path)
+    def readonly_recursive_in(self, root, dest, attr_set):  # type: ignore[override]
+        self._rec("mount_setattr", self._in(root, dest), attr_set)
+
+    def seccomp_program(self, profile, cache_dir):  # type: ignore[override]
+        self._rec("seccomp_program", profile.get("defaultAction"), cache_dir)
+        return b"bpf"
+
+    def seccomp(self, program):  # type: ignore[override]
+        self._rec("seccomp", program)
+
+    def set_not_dumpable(self):  # type: ignore[override]
+        self._rec("set_not_dumpable")
 
     def setrlimit(self, resource_id, soft, hard):  # type: ignore[override]
         self._rec("setrlimit", resource_id, soft, hard)
@@ -146,12 +166,12 @@ class RecordingSyscalls(Syscalls):
         self._rec("execve", path, list(args))
 
     # queries, answered from the real tree
-    def exists(self, path):  # type: ignore[override]
-        real = self._real(path)
-        return path in self.created or real in self.present or os.path.lexists(real)
+    def exists_in(self, root, path, follow=True):  # type: ignore[override]
+        real = self._real(self._in(root, path)) if root == "/" else self._in(root, path)
+        return real in self.created or real in self.present or os.path.lexists(real)
 
-    def is_dir(self, path):  # type: ignore[override]
-        real = self._real(path)
+    def is_dir_in(self, root, path):  # type: ignore[override]
+        real = self._in(root, path)
         return self.present[real] if real in self.present else os.path.isdir(real)
 
     def stat(self, path):  # type: ignore[override]

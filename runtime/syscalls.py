@@ -9,15 +9,12 @@ Every wrapper raises ``OSError(errno, strerror, path)`` with a ``.syscall``
 attribute naming the call, so an init step can report
 ``mount /proc: EPERM`` and not a bare exit status.
 
-``Syscalls`` is the seam the init pipeline calls through: the real one
-below, and ``pyctr.runtime.fake.RecordingSyscalls`` which records the calls
-so unit tests assert the exact order of steps without root.
+The ``Syscalls`` seam the init pipeline calls through lives in seam.py.
 """
 
 from __future__ import annotations
 
 import os
-import resource
 from typing import Any
 
 # ---- constants (linux/sched.h, linux/mount.h) ------------------------------
@@ -55,6 +52,9 @@ MS_STRICTATIME = 1 << 24
 MNT_FORCE = 1
 MNT_DETACH = 2
 
+PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -62,7 +62,20 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+# openat2(2) and mount_setattr(2) (linux/openat2.h, linux/mount.h)
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+
 _PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 41, "arm64": 41}
+# syscalls added after 5.0 share one number on every architecture
+_OPENAT2_NR = 437
+_MOUNT_SETATTR_NR = 442
 
 _lib: Any = None
 _ffi: Any = None
@@ -168,6 +181,34 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(ret, "pivot_root", new_root)
 
 
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2): openat with ``resolve`` rules the kernel enforces during the lookup.
+
+    RESOLVE_IN_ROOT resolves ``path`` as if ``dirfd`` were the root: "..",
+    absolute paths and absolute symlinks all stay below it, with no window
+    for a concurrent rename to escape.  EAGAIN if a rename raced the
+    lookup (retry); Linux 5.6+.
+    """
+    ffi, lib = _load()
+    how = ffi.new("uint64_t[3]", [flags, 0, resolve])
+    ret = lib.syscall(ffi.cast("long", _OPENAT2_NR), ffi.cast("int", dirfd), _cstr(path), how,
+                      ffi.cast("size_t", 24))
+    return _check(ret, "openat2", path)
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+    """mount_setattr(2): change mount attributes; with AT_RECURSIVE, of a whole subtree.
+
+    The one way to make every submount of an rbind read-only: a
+    MS_REMOUNT|MS_BIND remount only changes the top mount.  Linux 5.12+.
+    """
+    ffi, lib = _load()
+    attr = ffi.new("uint64_t[4]", [attr_set, attr_clr, 0, 0])
+    ret = lib.syscall(ffi.cast("long", _MOUNT_SETATTR_NR), ffi.cast("int", dirfd), _cstr(path),
+                      ffi.cast("unsigned int", flags), attr, ffi.cast("size_t", 32))
+    _check(ret, "mount_setattr", path)
+
+
 def sethostname(name: str) -> None:
     """sethostname(2): set the hostname of the caller's UTS namespace.
 
@@ -196,179 +237,25 @@ def set_child_subreaper() -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
-# ---- the seam --------------------------------------------------------------
+def seccomp_filter(program: bytes) -> None:
+    """prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER): load a BPF program (8-byte instructions).
 
-class Syscalls:
-    """The real kernel, as the init pipeline sees it.
-
-    Mutations go through methods so RecordingSyscalls can record them;
-    ``exists``/``is_dir``/``stat`` are queries, not recorded by the fake.
+    The filter applies to this thread and everything it execs, and cannot
+    be removed.  Needs no_new_privs or CAP_SYS_ADMIN (EACCES otherwise);
+    EINVAL for a malformed program.
     """
+    ffi, _lib = _load()
+    insns = ffi.from_buffer(program)
+    # struct sock_fprog {unsigned short len; struct sock_filter *filter;}, little-endian
+    fprog = ffi.new("uint64_t[2]", [len(program) // 8, int(ffi.cast("uintptr_t", insns))])
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, int(ffi.cast("uintptr_t", fprog)))
 
-    @staticmethod
-    def preload() -> None:
-        """Import everything the init needs now: after pivot_root the host's Python is gone."""
-        _load()
-        import _prctl  # noqa: F401
-        import prctl  # noqa: F401
 
-        from . import terminal  # noqa: F401
+def set_not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: /proc/PID/exe, mem and environ refuse everyone without CAP_SYS_PTRACE.
 
-    def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
-              data: str | None = None) -> None:
-        mount(source, target, fstype, flags, data)
-
-    def umount(self, target: str, flags: int = 0) -> None:
-        umount2(target, flags)
-
-    def pivot_root(self, new_root: str, put_old: str) -> None:
-        pivot_root(new_root, put_old)
-
-    def unshare(self, flags: int) -> None:
-        unshare(flags)
-
-    def setns(self, path: str, nstype: int) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            setns(fd, nstype, path)
-        finally:
-            os.close(fd)
-
-    def sethostname(self, name: str) -> None:
-        sethostname(name)
-
-    def chdir(self, path: str) -> None:
-        os.chdir(path)
-
-    def mkdir(self, path: str, mode: int = 0o755) -> None:
-        os.makedirs(path, mode, exist_ok=True)
-
-    def touch(self, path: str) -> None:
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-
-    def mknod(self, path: str, mode: int, device: int) -> None:
-        os.mknod(path, mode, device)
-
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        os.chown(path, uid, gid, follow_symlinks=False)
-
-    def chmod(self, path: str, mode: int) -> None:
-        os.chmod(path, mode)
-
-    def symlink(self, target: str, path: str) -> None:
-        os.symlink(target, path)
-
-    def unlink(self, path: str) -> None:
-        os.unlink(path)
-
-    def setrlimit(self, resource_id: int, soft: int, hard: int) -> None:
-        resource.setrlimit(resource_id, (soft, hard))
-
-    def setgroups(self, gids: list[int]) -> None:
-        os.setgroups(gids)
-
-    def setgid(self, gid: int) -> None:
-        os.setresgid(gid, gid, gid)
-
-    def setuid(self, uid: int) -> None:
-        os.setresuid(uid, uid, uid)
-
-    def set_keepcaps(self, on: bool) -> None:
-        import prctl as _prctl
-
-        _prctl.set_keepcaps(on)
-
-    def capbset_drop(self, cap: int) -> None:
-        prctl(PR_CAPBSET_DROP, cap)
-
-    def capset(self, effective: list[int], permitted: list[int], inheritable: list[int]) -> None:
-        """capset(2) through python-prctl: exactly these sets, every other cap cleared."""
-        import _prctl
-
-        every = range(_prctl.CAP_LAST_CAP + 1)
-        effective, permitted, inheritable = (
-            [c for c in caps if c in every] for caps in (effective, permitted, inheritable))
-        _prctl.set_caps(effective, permitted, inheritable,
-                        [c for c in every if c not in effective],
-                        [c for c in every if c not in permitted],
-                        [c for c in every if c not in inheritable])
-
-    def raise_effective(self) -> None:
-        """Effective := permitted (always allowed), read from /proc/self/status CapPrm."""
-        with open("/proc/self/status") as f:
-            prm = next(int(line.split()[1], 16) for line in f if line.startswith("CapPrm:"))
-        bits = [c for c in range(64) if prm >> c & 1]
-        self.capset(bits, bits, [])
-
-    def ambient_raise(self, cap: int) -> None:
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
-
-    def clear_ambient(self) -> None:
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-
-    def set_no_new_privs(self) -> None:
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
-
-    def open_pty(self) -> tuple[int, int]:
-        from .terminal import open_pty
-
-        return open_pty()
-
-    def set_console_size(self, fd: int, height: int, width: int) -> None:
-        from .terminal import set_size
-
-        set_size(fd, height, width)
-
-    def make_controlling_tty(self, slave: int) -> None:
-        from .terminal import make_controlling_tty
-
-        make_controlling_tty(slave)
-
-    def set_link_up(self, name: str) -> None:
-        """SIOCSIFFLAGS |= IFF_UP on an interface of our network namespace (lo)."""
-        import fcntl
-        import socket
-        import struct
-
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            req = struct.pack("16sH14x", name.encode(), 0)
-            flags = struct.unpack("16sH14x", fcntl.ioctl(sock, 0x8913, req))[1]  # SIOCGIFFLAGS
-            fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", name.encode(), flags | 1))
-
-    def close(self, fd: int) -> None:
-        os.close(fd)
-
-    def close_fds_except(self, keep: set[int]) -> None:
-        """Close every fd not in ``keep``: nothing of the runtime may leak into the container."""
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass  # the listdir fd itself, already gone
-
-    def wait_for_start(self, fifo_fd: int) -> None:
-        """Open the exec fifo for writing through its O_PATH fd: blocks until start() reads it."""
-        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
-        os.close(fifo_fd)
-
-    def execve(self, path: str, args: list[str], env: dict[str, str]) -> None:
-        os.execve(path, args, env)
-
-    # queries (not recorded by the fake)
-    def exists(self, path: str) -> bool:
-        return os.path.lexists(path)
-
-    def is_dir(self, path: str) -> bool:
-        return os.path.isdir(path)
-
-    def stat(self, path: str) -> os.stat_result:
-        return os.stat(path)
-
-    def access(self, path: str, mode: int) -> bool:
-        return os.access(path, mode)
+    Until execve the container's init IS the host's python binary; a process
+    in the container that could open /proc/PID/exe could overwrite it
+    (CVE-2019-5736).  execve resets the flag for the container's command.
+    """
+    prctl(PR_SET_DUMPABLE, 0)

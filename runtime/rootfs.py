@@ -1,21 +1,20 @@
 """Init steps that build the container's filesystem view, before and including pivot_root.
 
-Every step runs in the container's new mount namespace, on host paths under
-the rootfs (resolved with secure_join: the image owns its symlinks), and
-only through ``ctx.sys`` so the order is testable without root.
+Every step runs in the container's new mount namespace, on paths inside the
+rootfs that the kernel resolves there (``ctx.sys.*_in``, see inroot.py: the
+image owns its symlinks and the host must stay out of reach), and only
+through ``ctx.sys`` so the order is testable without root.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyctr.errors import ContainerInitError
 
 from . import syscalls as sc
-from .securejoin import secure_join
 from .spec import DEFAULT_DEVICES
 
 if TYPE_CHECKING:
@@ -79,13 +78,13 @@ def bind_rootfs(ctx: InitContext) -> None:
 
 
 def _make_target(ctx: InitContext, dest: str, as_dir: bool) -> None:
-    if ctx.sys.exists(dest):
+    """A mount point inside the rootfs: a directory, or an empty file for a file bind."""
+    if ctx.sys.exists_in(ctx.rootfs, dest):
         return
     if as_dir:
-        ctx.sys.mkdir(dest)
+        ctx.sys.mkdir_in(ctx.rootfs, dest)
     else:
-        ctx.sys.mkdir(os.path.dirname(dest))
-        ctx.sys.touch(dest)
+        ctx.sys.touch_in(ctx.rootfs, dest)
 
 
 def _host_cgroup_mounts() -> list[tuple[str, str, str]]:
@@ -108,24 +107,37 @@ def _mount_cgroup(ctx: InitContext, dest: str, flags: int) -> None:
     """
     host = _host_cgroup_mounts()
     if any(point == "/sys/fs/cgroup" and fs == "cgroup2" for point, fs, _ in host):
-        ctx.sys.mount("cgroup2", dest, "cgroup2", flags)
+        ctx.sys.mount_in(ctx.rootfs, "cgroup2", dest, "cgroup2", flags)
         return
-    ctx.sys.mount("tmpfs", dest, "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
+    ctx.sys.mount_in(ctx.rootfs, "tmpfs", dest, "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
     for point, fstype, data in host:
         if point == "/sys/fs/cgroup":
             continue
         sub = dest + point[len("/sys/fs/cgroup"):]
         _make_target(ctx, sub, True)
-        ctx.sys.mount(fstype, sub, fstype, flags, data or None)
+        ctx.sys.mount_in(ctx.rootfs, fstype, sub, fstype, flags, data or None)
     if flags & sc.MS_RDONLY:
-        ctx.sys.mount(None, dest, None, sc.MS_REMOUNT | sc.MS_RDONLY | (flags & _LOCKED))
+        ctx.sys.mount_in(ctx.rootfs, None, dest, None,
+                         sc.MS_REMOUNT | sc.MS_RDONLY | (flags & _LOCKED))
+
+
+def _attrs(flags: int) -> int:
+    """MS_* flags as the MOUNT_ATTR_* bits mount_setattr(2) takes."""
+    pairs = ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY), (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
+             (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV), (sc.MS_NOEXEC, sc.MOUNT_ATTR_NOEXEC))
+    return sum(attr for ms, attr in pairs if flags & ms)
 
 
 def mount_one(ctx: InitContext, m: dict) -> None:
-    """One entry of spec.mounts: bind (with a read-only remount) or a filesystem."""
+    """One entry of spec.mounts: bind (with a read-only remount) or a filesystem.
+
+    The destination is resolved inside the rootfs and mounted onto through
+    /proc/self/fd (inroot.py): a symlink swapped in meanwhile cannot send
+    the mount to the host.  An rbind's flags go to every submount too.
+    """
     flags, prop, data = parse_options(m.get("options", []))
     fstype = m.get("type") or None
-    dest = str(secure_join(Path(ctx.rootfs), m["destination"]))
+    dest = m["destination"]
     if fstype == "bind" or flags & sc.MS_BIND:
         source = os.path.join(ctx.bundle, m.get("source", ""))
         if not os.path.exists(source):
@@ -133,18 +145,20 @@ def mount_one(ctx: InitContext, m: dict) -> None:
                                      path=source, errno=2,
                                      hint="bind mount sources are host paths")
         _make_target(ctx, dest, os.path.isdir(source))
-        ctx.sys.mount(source, dest, None, sc.MS_BIND | (flags & sc.MS_REC))
+        ctx.sys.mount_in(ctx.rootfs, source, dest, None, sc.MS_BIND | (flags & sc.MS_REC))
         extra = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
         if extra:
-            ctx.sys.mount(None, dest, None, sc.MS_BIND | sc.MS_REMOUNT | extra)
+            ctx.sys.mount_in(ctx.rootfs, None, dest, None, sc.MS_BIND | sc.MS_REMOUNT | extra)
+            if flags & sc.MS_REC and _attrs(extra):
+                ctx.sys.readonly_recursive_in(ctx.rootfs, dest, _attrs(extra))
     elif fstype == "cgroup":
         _make_target(ctx, dest, True)
         _mount_cgroup(ctx, dest, flags)
     else:
         _make_target(ctx, dest, True)
-        ctx.sys.mount(m.get("source") or fstype, dest, fstype, flags, data)
+        ctx.sys.mount_in(ctx.rootfs, m.get("source") or fstype, dest, fstype, flags, data)
     if prop:
-        ctx.sys.mount(None, dest, None, prop)
+        ctx.sys.mount_in(ctx.rootfs, None, dest, None, prop)
 
 
 def mount_spec_mounts(ctx: InitContext) -> None:
@@ -162,19 +176,17 @@ def create_devices(ctx: InitContext) -> None:
         wanted[dev["path"]] = dev
     kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
     for path, dev in wanted.items():
-        target = str(secure_join(Path(ctx.rootfs), path))
+        if ctx.sys.exists_in(ctx.rootfs, path):
+            continue
         mode = dev.get("fileMode", 0o666) & 0o7777
         try:
-            if ctx.sys.exists(target):
-                continue
-            ctx.sys.mknod(target, kinds[dev["type"]] | mode,
-                          os.makedev(dev.get("major", 0), dev.get("minor", 0)))
-            ctx.sys.chmod(target, mode)  # mknod's mode is filtered by the umask
-            ctx.sys.chown(target, dev.get("uid", 0), dev.get("gid", 0))
+            ctx.sys.mknod_in(ctx.rootfs, path, kinds[dev["type"]] | mode,
+                             os.makedev(dev.get("major", 0), dev.get("minor", 0)),
+                             dev.get("uid", 0), dev.get("gid", 0))
         except PermissionError:
             # no CAP_MKNOD (e.g. a user namespace): bind the host's node instead
-            ctx.sys.touch(target)
-            ctx.sys.mount(path, target, None, sc.MS_BIND)
+            ctx.sys.touch_in(ctx.rootfs, path)
+            ctx.sys.mount_in(ctx.rootfs, path, path, None, sc.MS_BIND)
 
 
 DEV_SYMLINKS = [
@@ -192,39 +204,33 @@ def dev_symlinks(ctx: InitContext) -> None:
     if os.path.exists("/proc/kcore"):
         links.append(("/proc/kcore", "/dev/core"))
     for target, name in links:
-        path = os.path.join(ctx.rootfs, name.lstrip("/"))
-        if ctx.sys.exists(path):
-            if name != "/dev/ptmx":
-                continue
-            ctx.sys.unlink(path)
-        ctx.sys.symlink(target, path)
+        if name != "/dev/ptmx" and ctx.sys.exists_in(ctx.rootfs, name, follow=False):
+            continue
+        ctx.sys.symlink_in(ctx.rootfs, target, name, replace=name == "/dev/ptmx")
 
 
 def masked_paths(ctx: InitContext) -> None:
     """Hide kernel files: /dev/null over files, an empty read-only tmpfs over dirs; skip missing."""
-    null = os.path.join(ctx.rootfs, "dev/null")
     for p in ctx.spec.get("linux", {}).get("maskedPaths", []):
-        target = str(secure_join(Path(ctx.rootfs), p))
         ctx.mount = p
-        if not ctx.sys.exists(target):
+        if not ctx.sys.exists_in(ctx.rootfs, p):
             continue
-        if ctx.sys.is_dir(target):
-            ctx.sys.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY)
+        if ctx.sys.is_dir_in(ctx.rootfs, p):
+            ctx.sys.mount_in(ctx.rootfs, "tmpfs", p, "tmpfs", sc.MS_RDONLY)
         else:
-            ctx.sys.mount(null, target, None, sc.MS_BIND)
+            ctx.sys.mount_in(ctx.rootfs, "/dev/null", p, None, sc.MS_BIND, source_in_root=True)
     ctx.mount = None
 
 
 def readonly_paths(ctx: InitContext) -> None:
     """Bind each path onto itself, then remount the bind read-only (a bind ignores MS_RDONLY)."""
     for p in ctx.spec.get("linux", {}).get("readonlyPaths", []):
-        target = str(secure_join(Path(ctx.rootfs), p))
         ctx.mount = p
-        if not ctx.sys.exists(target):
+        if not ctx.sys.exists_in(ctx.rootfs, p):
             continue
-        ctx.sys.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
-        ctx.sys.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
-                      | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        ctx.sys.mount_in(ctx.rootfs, p, p, None, sc.MS_BIND | sc.MS_REC, source_in_root=True)
+        ctx.sys.mount_in(ctx.rootfs, None, p, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY
+                         | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     ctx.mount = None
 
 
@@ -242,7 +248,6 @@ def pivot_root(ctx: InitContext) -> None:
     ctx.sys.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
     ctx.sys.umount(".", sc.MNT_DETACH)
     ctx.sys.chdir("/")
-    ctx.pivoted = True
 
 
 def readonly_root(ctx: InitContext) -> None:

@@ -15,6 +15,8 @@ import struct
 import termios
 from typing import TYPE_CHECKING
 
+from .syscalls import MS_BIND
+
 if TYPE_CHECKING:
     from .init import InitContext
 
@@ -37,7 +39,12 @@ def set_size(fd: int, height: int, width: int) -> None:
 
 
 def setup_console(ctx: InitContext) -> None:
-    """Open the pty, make the slave our controlling tty and stdio, send the master out."""
+    """Open the pty, bind it over /dev/console, make it our controlling tty and stdio, send the master.
+
+    /dev/console is the slave itself (as runc does): programs that write to
+    the console reach the user's terminal.  Without a terminal there is no
+    /dev/console at all, rather than one leading nowhere.
+    """
     proc = ctx.spec["process"]
     if not proc.get("terminal"):
         return
@@ -45,6 +52,8 @@ def setup_console(ctx: InitContext) -> None:
     size = proc.get("consoleSize")
     if size:
         ctx.sys.set_console_size(slave, size["height"], size["width"])
+    ctx.sys.touch_in("/", "/dev/console")
+    ctx.sys.mount_in("/", f"/proc/self/fd/{slave}", "/dev/console", None, MS_BIND)
     ctx.sys.make_controlling_tty(slave)
     ctx.send_console(master)
     ctx.sys.close(master)

@@ -29,7 +29,7 @@ from pyctr.errors import (
 )
 
 from . import rootfs, security, terminal
-from .syscalls import Syscalls
+from .seam import Syscalls
 
 
 @dataclass
@@ -42,8 +42,10 @@ class InitContext:
     sys: Syscalls
     sync: socket.socket | None = None
     fifo_fd: int | None = None
-    pivoted: bool = False
     mount: str | None = None  # the spec entry being worked on, for error messages
+    unprivileged: bool = False  # capabilities are dropped: EPERM no longer means "not root"
+    seccomp_cache: str | None = None  # where compiled filters are kept (seccomp.program)
+    seccomp_program: bytes | None = None
     executable: str | None = None
     env: dict[str, str] = field(default_factory=dict)
 
@@ -177,15 +179,18 @@ STEPS: list[tuple[str, Step]] = [
     ("dev symlinks", rootfs.dev_symlinks),
     ("masked paths", rootfs.masked_paths),
     ("readonly paths", rootfs.readonly_paths),
+    ("seccomp compile", security.compile_seccomp),
     ("pivot_root", rootfs.pivot_root),
     ("root readonly", rootfs.readonly_root),
     ("console", terminal.setup_console),
     ("hostname", set_hostname),
     ("loopback", loopback_up),
     ("rlimits", security.set_rlimits),
+    ("seccomp without no_new_privs", security.set_seccomp_privileged),
     ("user", security.set_user),
     ("capabilities", security.set_capabilities),
     ("no_new_privs", security.set_no_new_privs),
+    ("seccomp", security.set_seccomp),
     ("chdir", change_dir),
     ("lookup executable", lookup_executable),
     ("close fds", close_fds),
@@ -195,6 +200,8 @@ STEPS: list[tuple[str, Step]] = [
 
 STEP_NAMES = [name for name, _ in STEPS]
 
+_UNPRIVILEGED_EPERM = ("the init has dropped its capabilities and may run under seccomp: "
+                       "the spec's process.capabilities or linux.seccomp forbid this")
 _HINTS = {
     _errno.EPERM: "the runtime needs root (CAP_SYS_ADMIN) for this step",
     _errno.ENODEV: "the kernel does not know this filesystem type",
@@ -212,8 +219,10 @@ def as_error(name: str, exc: BaseException, ctx: InitContext) -> PyctrError:
             exc.step = step
         return exc
     if isinstance(exc, OSError):
-        return from_oserror(exc, step=step, kind=ContainerInitError,
-                            hint=_HINTS.get(exc.errno or 0))
+        hint = _HINTS.get(exc.errno or 0)
+        if exc.errno == _errno.EPERM and ctx.unprivileged:
+            hint = _UNPRIVILEGED_EPERM
+        return from_oserror(exc, step=step, kind=ContainerInitError, hint=hint)
     return ContainerInitError(f"{type(exc).__name__}: {exc}", step=step,
                               hint="this is a bug in pyctr's runtime")
 
@@ -235,9 +244,20 @@ def report(ctx: InitContext, err: PyctrError) -> None:
         pass
 
 
-def child_main(ctx: InitContext) -> Any:
-    """PID 1's whole life until execve; never returns (os._exit on failure)."""
+def child_main(ctx: InitContext, go: int | None = None) -> Any:
+    """PID 1's whole life until execve; never returns (os._exit on failure).
+
+    Not dumpable from its first instruction: it is the host's python until
+    execve (CVE-2019-5736).  With ``go`` (a pipe), it waits for the byte
+    that says its parent has reported its pid, so no error can get there
+    first and leave the caller unable to reap it.
+    """
     try:
+        ctx.sys.set_not_dumpable()
+        if go is not None:
+            if os.read(go, 1) != b"1":
+                os._exit(1)  # the intermediate died without reporting us: nobody to report to
+            os.close(go)
         run_pipeline(ctx)
     except PyctrError as err:
         report(ctx, err)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import socket
 import threading
 from dataclasses import dataclass
@@ -22,7 +24,8 @@ from pyctr.errors import ContainerInitError, PyctrError, UserError
 
 from . import syscalls as sc
 from .init import InitContext, as_error, child_main, report
-from .syscalls import Syscalls
+from .seam import Syscalls
+from .statedir import start_time
 
 NAMESPACE_FLAGS = {
     "pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
@@ -75,16 +78,25 @@ def join_namespaces(sys: Syscalls, namespaces: list[dict]) -> None:
 
 
 def _intermediate(ctx: InitContext, child: socket.socket, stdio: tuple[int, int, int]) -> None:
-    """The first child: join/unshare namespaces, fork PID 1, report its pid, exit."""
+    """The first child: join/unshare namespaces, fork PID 1, report its pid, then let it go.
+
+    PID 1 waits for a byte on a pipe until its pid is reported: an error it
+    sent first would leave the caller not knowing which child to reap.
+    """
     step = "namespaces"
     try:
+        ctx.sys.set_not_dumpable()  # setns into a running container's namespaces comes next
         _set_stdio(*stdio)
         join_namespaces(ctx.sys, ctx.spec.get("linux", {}).get("namespaces", []))
         step = "fork init"
+        go_r, go_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            child_main(ctx)
+            os.close(go_w)
+            child_main(ctx, go_r)
+        os.close(go_r)
         child.send(json.dumps({"type": "pid", "pid": pid}).encode())
+        os.write(go_w, b"1")
         os._exit(0)
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the caller
         report(ctx, as_error(step, exc, ctx))
@@ -98,19 +110,37 @@ def _recv(sync: socket.socket) -> tuple[dict | None, list[int]]:
     return json.loads(data), fds
 
 
-def _kill_and_reap(pid: int) -> None:
+def kill_and_reap(pid: int, started: int | None = None) -> int | None:
+    """SIGKILL ``pid`` and wait for it; its wait status if it was our child, else None.
+
+    ``started`` (its recorded start time) guards against pid reuse: the
+    process is pinned with a pidfd first, then compared, so the signal can
+    only reach the process that was checked.  Our own child needs no check
+    (its pid stays ours, even as a zombie, until we reap it).  A process
+    that is not our child is waited for by polling its pidfd.
+    """
     try:
-        os.kill(pid, 9)
+        pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        pass
+        return None
     try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+        if started is not None and start_time(pid, zombies=True) != started:
+            return None
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # already exited, not yet reaped
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            select.select([pidfd], [], [])
+            return None
+    finally:
+        os.close(pidfd)
 
 
 def spawn(spec: dict, rootfs: str, bundle: str, fifo: str, *, stdin: int = 0, stdout: int = 1,
-          stderr: int = 2) -> Spawned:
+          stderr: int = 2, seccomp_cache: str | None = None) -> Spawned:
     """Start PID 1 and run its init pipeline up to "wait for start"; raise what it reports."""
     check_single_threaded()
     Syscalls.preload()
@@ -119,7 +149,7 @@ def spawn(spec: dict, rootfs: str, bundle: str, fifo: str, *, stdin: int = 0, st
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
     ctx = InitContext(spec=spec, rootfs=rootfs, bundle=bundle, sys=Syscalls(), sync=child,
-                      fifo_fd=fifo_fd)
+                      fifo_fd=fifo_fd, seccomp_cache=seccomp_cache)
     try:
         first = os.fork()
         if first == 0:  # pragma: no cover - runs in the child
@@ -145,6 +175,7 @@ def spawn(spec: dict, rootfs: str, bundle: str, fifo: str, *, stdin: int = 0, st
             if kind == "pid":
                 init_pid = msg["pid"]
                 os.waitpid(first, 0)
+                first = 0
             elif kind == "console":
                 console = fds[0]
             elif kind == "error":
@@ -156,8 +187,7 @@ def spawn(spec: dict, rootfs: str, bundle: str, fifo: str, *, stdin: int = 0, st
         parent.close()
         if console is not None:
             os.close(console)
-        if init_pid:
-            _kill_and_reap(init_pid)
-        else:
-            _kill_and_reap(first)
+        for pid in (first, init_pid):
+            if pid:
+                kill_and_reap(pid)
         raise

@@ -1,9 +1,12 @@
-"""Init steps that take privilege away, after pivot_root: rlimits, user, capabilities, no_new_privs.
+"""Init steps that take privilege away, after pivot_root: rlimits, user, capabilities, no_new_privs, seccomp.
 
 The order matters: rlimits while still root (lowering is always allowed),
 then the user (PR_SET_KEEPCAPS so setuid keeps the permitted set the next
 step needs), then capabilities (needs CAP_SETPCAP to drop from the bounding
-set), then no_new_privs (after which setuid binaries gain nothing).
+set), then no_new_privs (after which setuid binaries gain nothing), then
+seccomp, last because it forbids what the steps before need.  Without
+no_new_privs, loading a filter needs CAP_SYS_ADMIN, so then it is loaded
+before the user and capabilities steps instead (as runc does).
 """
 
 from __future__ import annotations
@@ -77,9 +80,29 @@ def set_capabilities(ctx: InitContext) -> None:
     ctx.sys.clear_ambient()
     for cap in _nums(caps.get("ambient", [])):
         ctx.sys.ambient_raise(cap)
+    ctx.unprivileged = True
 
 
 def set_no_new_privs(ctx: InitContext) -> None:
     """PR_SET_NO_NEW_PRIVS: execve can never grant more (setuid bits, file caps are ignored)."""
     if ctx.spec["process"].get("noNewPrivileges", False):
         ctx.sys.set_no_new_privs()
+
+
+def compile_seccomp(ctx: InitContext) -> None:
+    """linux.seccomp to BPF now, while the host's libseccomp (or the cache) is reachable."""
+    profile = ctx.spec.get("linux", {}).get("seccomp")
+    if profile:
+        ctx.seccomp_program = ctx.sys.seccomp_program(profile, ctx.seccomp_cache)
+
+
+def set_seccomp(ctx: InitContext) -> None:
+    """Load the spec's filter (no linux.seccomp, no filter); see seccomp.py."""
+    if ctx.seccomp_program and ctx.spec["process"].get("noNewPrivileges", False):
+        ctx.sys.seccomp(ctx.seccomp_program)
+
+
+def set_seccomp_privileged(ctx: InitContext) -> None:
+    """Without no_new_privs the kernel wants CAP_SYS_ADMIN for a filter: load it while we have it."""
+    if ctx.seccomp_program and not ctx.spec["process"].get("noNewPrivileges", False):
+        ctx.sys.seccomp(ctx.seccomp_program)

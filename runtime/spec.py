@@ -64,7 +64,14 @@ DEFAULT_DEVICES = [
 
 
 def default_spec(args: list[str], *, terminal: bool = False) -> dict:
-    """A config.json with Docker's defaults for running ``args``."""
+    """A config.json with Docker's defaults for running ``args``.
+
+    linux.seccomp is written for these capabilities: whoever changes the
+    bounding set should call ``seccomp.default_profile`` again (Docker's
+    profile allows mount and friends exactly when CAP_SYS_ADMIN is there).
+    """
+    from .seccomp import default_profile
+
     caps = list(DEFAULT_CAPABILITIES)
     return {
         "ociVersion": OCI_VERSION,
@@ -103,6 +110,7 @@ def default_spec(args: list[str], *, terminal: bool = False) -> dict:
                            ("pid", "network", "ipc", "uts", "mount", "cgroup")],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            "seccomp": default_profile(caps),
             "devices": [],
             "resources": {"devices": [{"allow": False, "access": "rwm"}] + [
                 {"allow": True, "type": "c", "major": d["major"], "minor": d["minor"],
@@ -235,6 +243,11 @@ def validate(spec: Any) -> dict:
     prop = linux.get("rootfsPropagation", "rprivate")
     if prop not in PROPAGATIONS:
         raise _fail("linux.rootfsPropagation", "one of " + " ".join(PROPAGATIONS), prop)
+    if "seccomp" in linux:
+        from .seccomp import problems
+
+        for field, must, value in problems(linux["seccomp"])[:1]:
+            raise _fail(field, must, value)
     for i, dev in enumerate(linux.get("devices", [])):
         if not isinstance(dev, dict) or not str(dev.get("path", "")).startswith("/dev/"):
             raise _fail(f"linux.devices[{i}].path", "a path under /dev", dev)

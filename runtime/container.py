@@ -17,9 +17,11 @@ from pathlib import Path
 
 from pyctr.errors import Conflict, ContainerInitError, NotFound, PyctrError
 
-from .process import Spawned, spawn
+from .process import Spawned, kill_and_reap, spawn
 from .spec import OCI_VERSION, load_spec, rootfs_path
 from .statedir import FIFO, container_dir, read_state, start_time, state, status_of, write_state
+
+SECCOMP_CACHE = ".seccomp"  # compiled filters; not a container id (those start alphanumeric)
 
 __all__ = ["Container", "create", "delete", "kill", "load", "start", "state"]
 
@@ -28,9 +30,11 @@ class Container:
     """A container created by this runtime; ``pid`` is PID 1's pid on the host."""
 
     def __init__(self, container_id: str, pid: int, bundle: Path, state_root: Path,
-                 console_fd: int | None = None, sync: object | None = None) -> None:
+                 console_fd: int | None = None, sync: object | None = None,
+                 pid_start_time: int | None = None) -> None:
         self.id = container_id
         self.pid = pid
+        self.pid_start_time = pid_start_time  # which process ``pid`` is (pid reuse)
         self.bundle = bundle
         self.state_root = Path(state_root)
         self.console_fd = console_fd
@@ -62,37 +66,61 @@ class Container:
                 raise PyctrError.from_dict(msg["error"])
 
     def wait(self) -> int:
-        """Reap PID 1: its exit code, or 128+signal like docker."""
+        """Reap PID 1: its exit code, or 128+signal like docker.
+
+        Blocks in waitpid; PID 1 of a container created by another process
+        is not our child, so then block on its pidfd until it exits (its
+        status is lost to us) and raise Conflict.
+        """
         if self._exit_code is not None:
             return self._exit_code
         try:
             _, status = os.waitpid(self.pid, 0)
         except ChildProcessError:
-            # not our child (created by another process): wait for it to vanish
-            while start_time(self.pid) is not None:
-                time.sleep(0.01)
+            self._wait_foreign()
             raise Conflict(f"container {self.id} was not created by this process; "
                            "its exit status is lost", hint="wait from the creating process")
-        self._exit_code = (os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
-                           else 128 + os.WTERMSIG(status))
+        self._exit_code = _exit_code(status)
         return self._exit_code
+
+    def _wait_foreign(self) -> None:
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return
+        try:
+            if self._started() == start_time(self.pid):
+                select.select([pidfd], [], [])
+        finally:
+            os.close(pidfd)
+
+    def _started(self) -> int | None:
+        """PID 1's recorded start time (from state.json for a handle made by load())."""
+        if self.pid_start_time is None:
+            try:
+                data = read_state(self.state_root, self.id)
+            except NotFound:
+                return None
+            if data.get("pid") == self.pid:
+                self.pid_start_time = data.get("pidStartTime")
+        return self.pid_start_time
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
         """Signal PID 1 (checked against pid reuse)."""
         kill(self.id, self.state_root, sig)
 
     def delete(self) -> None:
-        """Kill PID 1 if it still runs, reap it, close our fds, remove the state dir."""
-        if self._exit_code is None and start_time(self.pid) is not None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """Kill PID 1 if it is still the process we started, reap it, close our fds, remove state.
+
+        A pid whose start time differs from the recorded one belongs to
+        someone else now (pid reuse): it is left alone.
+        """
         if self._exit_code is None:
-            try:
-                self.wait()
-            except Conflict:
-                pass
+            started = self._started()
+            if started is not None:
+                status = kill_and_reap(self.pid, started)
+                if status is not None:
+                    self._exit_code = _exit_code(status)
         if self.console_fd is not None:
             os.close(self.console_fd)
             self.console_fd = None
@@ -120,10 +148,12 @@ def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
         os.mkfifo(fifo, 0o622)
         os.chmod(fifo, 0o622)  # any uid may open it for writing: the init may not be root
         spawned = spawn(spec, str(rootfs_path(bundle, spec)), str(bundle), str(fifo),
-                        stdin=stdin, stdout=stdout, stderr=stderr)
+                        stdin=stdin, stdout=stdout, stderr=stderr,
+                        seccomp_cache=str(Path(state_root) / SECCOMP_CACHE))
+        started = start_time(spawned.pid)
         write_state(directory, {
             "ociVersion": OCI_VERSION, "id": container_id, "pid": spawned.pid,
-            "pidStartTime": start_time(spawned.pid), "bundle": str(bundle),
+            "pidStartTime": started, "bundle": str(bundle),
             "created": time.time(),
         })
     except BaseException:
@@ -131,46 +161,77 @@ def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
             spawned.sync.close()
             if spawned.console_fd is not None:
                 os.close(spawned.console_fd)
-            try:
-                os.kill(spawned.pid, signal.SIGKILL)
-                os.waitpid(spawned.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+            kill_and_reap(spawned.pid)
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return Container(container_id, spawned.pid, bundle, Path(state_root),
-                     console_fd=spawned.console_fd, sync=spawned.sync)
+                     console_fd=spawned.console_fd, sync=spawned.sync,
+                     pid_start_time=started)
 
 
 def start(container_id: str, state_root: Path) -> None:
-    """Open the exec fifo for reading: the waiting init's open() returns and it execs."""
+    """Open the exec fifo for reading: the waiting init's open() returns and it execs.
+
+    Two callers may race: the one that reads the init's byte starts it;
+    the other sees the fifo gone, hung up, or no longer held by the init,
+    and gets Conflict instead of waiting forever.
+    """
     st = state(container_id, state_root)
     if st["status"] != "created":
         raise Conflict(f"cannot start container {container_id}: it is {st['status']}",
                        hint="only a created container can be started")
     fifo = container_dir(Path(state_root), container_id) / FIFO
     data = read_state(state_root, container_id)
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    raced = Conflict(f"cannot start container {container_id}: another start got there first",
+                     hint="start a container once")
     try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise raced from None
+    try:
+        ident = os.fstat(fd)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
             if poller.poll(100):
-                got = os.read(fd, 1)
-                if got:
+                if os.read(fd, 1):
                     break
+                raise raced  # the init wrote to, and closed, someone else's end
             if start_time(data["pid"]) != data["pidStartTime"]:
                 raise ContainerInitError(f"container {container_id}: init exited before start",
                                          step="start", hint="see the container's output")
+            if not _holds(data["pid"], ident):
+                raise raced
     finally:
         os.close(fd)
     os.unlink(fifo)
 
 
+def _holds(pid: int, ident: os.stat_result) -> bool:
+    """Whether ``pid`` still has the exec fifo open (it does until it has written its byte)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (ident.st_dev, ident.st_ino):
+            return True
+    return False
+
+
+def _exit_code(status: int) -> int:
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
 def load(container_id: str, state_root: Path) -> Container:
     """A handle on a container created elsewhere (wait() then cannot get its status)."""
     data = read_state(state_root, container_id)
-    return Container(container_id, data["pid"], Path(data["bundle"]), Path(state_root))
+    return Container(container_id, data["pid"], Path(data["bundle"]), Path(state_root),
+                     pid_start_time=data.get("pidStartTime"))
 
 
 def kill(container_id: str, state_root: Path, sig: int = signal.SIGTERM) -> None:

@@ -33,15 +33,22 @@ def container_dir(state_root: Path, container_id: str) -> Path:
     return Path(state_root) / container_id
 
 
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot), or None if gone or a zombie."""
+def start_time(pid: int, *, zombies: bool = False) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot), or None if the pid is gone.
+
+    The runtime's one reader of it.  A zombie (Z) or a dead task (X) has
+    exited: None as well, unless ``zombies`` — a zombie still holds its pid
+    until its parent reaps it, so it is still the process we recorded (what
+    kill-and-reap needs).  The comm field may hold ")" and spaces: split
+    after the last ")".
+    """
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    fields = data.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
+    fields = data.rsplit(b")", 1)[1].split()
+    if fields[0] in (b"Z", b"X") and not zombies:
         return None
     return int(fields[19])
 

@@ -35,9 +35,10 @@ def _index(calls, pred):
 def test_step_names_are_the_lesson():
     assert STEP_NAMES == [
         "mount propagation", "rootfs bind", "mounts", "devices", "dev symlinks",
-        "masked paths", "readonly paths", "pivot_root", "root readonly", "console",
-        "hostname", "loopback", "rlimits", "user", "capabilities", "no_new_privs", "chdir",
-        "lookup executable", "close fds", "wait for start", "execve"]
+        "masked paths", "readonly paths", "seccomp compile", "pivot_root", "root readonly",
+        "console", "hostname", "loopback", "rlimits", "seccomp without no_new_privs", "user",
+        "capabilities", "no_new_privs", "seccomp", "chdir", "lookup executable", "close fds",
+        "wait for start", "execve"]
 
 
 def test_default_pipeline_runs_in_order(busybox_rootfs):
@@ -65,6 +66,7 @@ def test_default_pipeline_runs_in_order(busybox_rootfs):
         _index(calls, lambda c: c[0] == "capbset_drop"),
         _index(calls, lambda c: c[0] == "capset" and c[1]),
         _index(calls, lambda c: c[0] == "set_no_new_privs"),
+        _index(calls, lambda c: c[0] == "seccomp"),
         max(i for i, c in enumerate(calls) if c[0] == "chdir"),  # the cwd
         _index(calls, lambda c: c[0] == "close_fds_except"),
         _index(calls, lambda c: c[0] == "wait_for_start"),
@@ -116,8 +118,10 @@ def test_terminal_opens_the_pty_after_pivot_root(busybox_rootfs):
     names = fake.names()
     assert names.index("pivot_root") < names.index("open_pty") < names.index("sethostname")
     i = names.index("open_pty")
-    assert fake.calls[i + 1:i + 3] == [("set_console_size", 101, 30, 90),
-                                      ("make_controlling_tty", 101)]
+    assert fake.calls[i + 1:i + 5] == [
+        ("set_console_size", 101, 30, 90), ("touch", "/dev/console"),
+        ("mount", "/proc/self/fd/101", "/dev/console", None, sc.MS_BIND, None),
+        ("make_controlling_tty", 101)]
 
 
 def test_bind_mount_is_remounted_read_only(busybox_rootfs, tmp_path):
@@ -128,11 +132,13 @@ def test_bind_mount_is_remounted_read_only(busybox_rootfs, tmp_path):
                        "options": ["rbind", "ro", "nosuid"]}]
     fake, _ = _run(busybox_rootfs, spec)
     dest = f"{busybox_rootfs}/data"
-    mounts = [c for c in fake.calls if c[0] == "mount" and c[2] == dest]
+    mounts = [c for c in fake.calls if c[0] in ("mount", "mount_setattr") and c[1:3].count(dest)]
     assert mounts == [
         ("mount", str(src), dest, None, sc.MS_BIND | sc.MS_REC, None),
         ("mount", None, dest, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID,
-         None)]
+         None),
+        # the remount changes the top mount only: every submount of the rbind as well
+        ("mount_setattr", dest, sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOSUID)]
     assert ("mkdir", dest) in fake.calls
 
 
@@ -190,3 +196,72 @@ def test_parse_options():
         sc.MS_NOSUID | sc.MS_STRICTATIME, 0, "mode=755,size=65536k")
     assert parse_options(["rbind", "ro", "rw", "rslave"]) == (
         sc.MS_BIND | sc.MS_REC, sc.MS_SLAVE | sc.MS_REC, None)
+
+
+def test_seccomp_loads_last_with_no_new_privs_and_before_the_user_without(busybox_rootfs):
+    fake, _ = _run(busybox_rootfs, default_spec(["true"]))
+    names = fake.names()
+    cwd = max(i for i, n in enumerate(names) if n == "chdir")
+    assert names.index("set_no_new_privs") < names.index("seccomp") < cwd
+    spec = default_spec(["true"])
+    spec["process"]["noNewPrivileges"] = False  # the filter then needs CAP_SYS_ADMIN
+    fake, _ = _run(busybox_rootfs, spec)
+    names = fake.names()
+    assert names.count("seccomp") == 1
+    assert names.index("setrlimit") < names.index("seccomp") < names.index("set_keepcaps")
+    del spec["linux"]["seccomp"]
+    fake, _ = _run(busybox_rootfs, spec)
+    assert "seccomp" not in fake.names()
+
+
+class _Failing(RecordingSyscalls):
+    """Fails one method with EPERM, as the kernel would."""
+
+    def __init__(self, rootfs, method):
+        super().__init__(rootfs, present=KERNEL_FILES)
+        self.method = method
+
+    def __getattribute__(self, name):
+        if name != "method" and name == object.__getattribute__(self, "method"):
+            def fail(*_args, **_kw):
+                raise PermissionError(errno.EPERM, "Operation not permitted")
+            return fail
+        return object.__getattribute__(self, name)
+
+
+@pytest.mark.parametrize("method,step,root_hint", [
+    ("mount_in", "mounts /proc", True),
+    ("close_fds_except", "close fds", False),
+    ("wait_for_start", "wait for start", False)])
+def test_eperm_hint_names_root_only_before_capabilities_are_dropped(busybox_rootfs, method,
+                                                                   step, root_hint):
+    fake = _Failing(str(busybox_rootfs), method)
+    ctx = InitContext(spec=default_spec(["true"]), rootfs=str(busybox_rootfs), bundle="/b",
+                      sys=fake, fifo_fd=7)
+    with pytest.raises(ContainerInitError) as info:
+        run_pipeline(ctx)
+    err = info.value
+    assert (err.step, err.errno) == (step, errno.EPERM)
+    assert ("CAP_SYS_ADMIN" in err.hint) is root_hint
+    if not root_hint:
+        assert "dropped its capabilities" in err.hint
+
+
+def test_os_errors_name_their_syscall(tmp_path):
+    from pyctr.runtime import inroot
+    from pyctr.runtime.init import as_error
+    from pyctr.runtime.seam import Syscalls
+
+    (tmp_path / "etc").mkdir()
+    ctx = InitContext(spec={}, rootfs=str(tmp_path), bundle="/b", sys=Syscalls())
+    with pytest.raises(FileExistsError) as info:
+        inroot.symlink(str(tmp_path), "x", "/etc")
+    assert str(as_error("dev symlinks", info.value, ctx)).startswith(
+        f"dev symlinks: symlinkat {tmp_path}/etc: File exists")
+    with pytest.raises(FileExistsError) as info:
+        inroot.mknod(str(tmp_path), "/etc", 0o10644, 0, 0, 0)
+    assert str(as_error("devices", info.value, ctx)).startswith(
+        f"devices: mknodat {tmp_path}/etc: File exists")
+    with pytest.raises(FileNotFoundError) as info:
+        Syscalls().chdir(str(tmp_path / "nope"))
+    assert str(as_error("chdir", info.value, ctx)).startswith(f"chdir: chdir {tmp_path}/nope")

@@ -45,9 +45,9 @@ class RunResult:
     oom_killed: bool = False
     hint: str = ""
 
+
 class RunMixin:
     """The run path of Engine (which provides images, containers, root, runtime_root)."""
-
 
     def run(self, opts: B.RunOptions) -> RunResult:
         """Run a container in the foreground; its exit status is docker's."""
@@ -252,6 +252,7 @@ def docker_limits(res) -> dict:
             "CpuShares": res.cpu_shares or 0, "CpusetCpus": res.cpuset_cpus or "",
             "CpusetMems": res.cpuset_mems or "", "PidsLimit": res.pids_limit,
             "BlkioWeight": res.blkio_weight or 0}
+
 
 def _is_mountpoint(path: Path) -> bool:
     target = os.fsencode(str(path))

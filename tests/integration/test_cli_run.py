@@ -281,7 +281,7 @@ def test_container_outlives_a_killed_cli_and_rm_f_cleans_up(pyctr, name):
         assert r.returncode == 1 and "container is running" in r.stderr
         assert pyctr.ok("rm", "-f", name) == f"{name}\n"
         assert not os.path.exists(f"/proc/{pid}") or \
-            open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
         assert str(pyctr.root) not in Path("/proc/self/mountinfo").read_text()
     finally:
         if proc.poll() is None:

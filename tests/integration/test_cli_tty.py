@@ -15,6 +15,10 @@ import pytest
 pytestmark = pytest.mark.root
 
 
+def _controlling_tty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class Terminal:
     """A pty whose slave is the CLI's controlling terminal; we type on the master."""
 
@@ -26,7 +30,7 @@ class Terminal:
         # terminal: the kernel then sends it SIGWINCH when the window changes
         self.proc = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave,
                                      stderr=self.slave, start_new_session=True,
-                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+                                     preexec_fn=_controlling_tty)  # noqa: PLW1509
         self.out = b""
 
     def read_until(self, text: bytes, timeout: float = 20) -> bytes:

@@ -15,9 +15,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from pyctr.images.snapshot import overlay_options
 from pyctr.images.store import ImageStore
-
 from tests.unit.test_images_store import sha
 from tests.unit.test_images_store_safety import raw_layout
 

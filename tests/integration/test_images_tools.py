@@ -15,9 +15,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from pyctr.images.snapshot import overlay_options
 from pyctr.images.store import ImageStore
-
 from tests.conftest import make_busybox_rootfs
 
 pytestmark = [pytest.mark.root, pytest.mark.tools("umoci", "skopeo")]

@@ -1,9 +1,9 @@
 """`pyctr import --change`: Dockerfile instructions on an image config (no root)."""
 
 import pytest
-from pyctr.images.changes import apply_changes
 
 from pyctr.errors import UserError
+from pyctr.images.changes import apply_changes
 
 
 def test_each_instruction_lands_in_the_config():

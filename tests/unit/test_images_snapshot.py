@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pyctr.images.snapshot import PAGE_SIZE, _on_overlay, overlay_options
-from pyctr.images.store import Image, ImageStore
 
 from pyctr.errors import ImageError
+from pyctr.images.snapshot import PAGE_SIZE, _on_overlay, overlay_options
+from pyctr.images.store import Image, ImageStore
 
 
 @pytest.fixture

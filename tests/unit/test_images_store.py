@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from pyctr.images.sources import host_arch
-from pyctr.images.store import DEFAULT_PATH, ImageStore
 
 from pyctr.errors import Conflict, ImageError, NotFound, UserError
+from pyctr.images.sources import host_arch
+from pyctr.images.store import DEFAULT_PATH, ImageStore
 
 
 def layer_tar(files: dict[str, bytes]) -> bytes:

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from pyctr.images import layers
-from pyctr.images.store import ImageStore
 
 from pyctr.errors import ImageError, NotFound
+from pyctr.images import layers
+from pyctr.images.store import ImageStore
 from tests.unit.test_images_store import (
     LAYER_TYPES,
     docker_save,

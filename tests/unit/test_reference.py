@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pyctr.images.reference import parse_reference
 
 from pyctr.errors import UserError
+from pyctr.images.reference import parse_reference
 
 D = "sha256:" + "ab" * 32
 

@@ -13,9 +13,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from pyctr.images.unpack import entry_components, hardlink_components, unpack_layer, whiteout_target
 
 from pyctr.errors import ImageError
+from pyctr.images.unpack import entry_components, hardlink_components, unpack_layer, whiteout_target
 
 
 def make_tar(*entries: tuple) -> bytes:

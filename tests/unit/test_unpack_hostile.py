@@ -16,9 +16,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pyctr.images.unpack import entry_components, is_aufs_metadata, unpack_layer, whiteout_target
 
 from pyctr.errors import ImageError
+from pyctr.images.unpack import entry_components, is_aufs_metadata, unpack_layer, whiteout_target
 from tests.unit.test_unpack import make_tar, unpack
 
 X = "SCHILY.xattr."

@@ -59,7 +59,8 @@ def _status(engine, c) -> str:
         up = f"Up {fmt.human_duration(time.time() - started)}" if started else "Up"
         return f"{up} (Paused)" if status == "paused" else up
     if status == "exited":
-        return f"Exited ({state.get('ExitCode', 0)}) {fmt.ago(state.get('FinishedAt', ''))}"
+        oom = " (OOMKilled)" if state.get("OOMKilled") else ""
+        return f"Exited ({state.get('ExitCode', 0)}) {fmt.ago(state.get('FinishedAt', ''))}{oom}"
     return "Created"
 
 

@@ -1,9 +1,11 @@
-"""The runtime's verbs, runc's lifecycle: create, start, state, kill, delete.
+"""The runtime's verbs, runc's lifecycle: create, start, state, kill, pause, resume, delete.
 
 ``create`` leaves PID 1 fully set up and blocked on ``<state>/<id>/exec.fifo``;
 ``start`` — from this process or any other — opens the fifo for reading,
 which lets the init execve.  Everything a failed create made (the process,
-its namespaces, the state dir) is removed before the error is raised.
+its namespaces, its cgroup, the state dir) is removed before the error is
+raised.  ``delete`` removes the cgroup too: whoever wants its OOM verdict
+(the engine) reads it before.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from pathlib import Path
 
 from pyctr.errors import Conflict, ContainerInitError, NotFound, PyctrError
 
+from . import cgroup
 from .process import Spawned, kill_and_reap, spawn
 from .spec import OCI_VERSION, load_spec, rootfs_path
 from .statedir import FIFO, container_dir, read_state, start_time, state, status_of, write_state
 
 SECCOMP_CACHE = ".seccomp"  # compiled filters; not a container id (those start alphanumeric)
 
-__all__ = ["Container", "create", "delete", "kill", "load", "start", "state"]
+__all__ = ["Container", "create", "delete", "kill", "load", "pause", "resume", "start", "state"]
 
 
 class Container:
@@ -31,7 +34,7 @@ class Container:
 
     def __init__(self, container_id: str, pid: int, bundle: Path, state_root: Path,
                  console_fd: int | None = None, sync: object | None = None,
-                 pid_start_time: int | None = None) -> None:
+                 pid_start_time: int | None = None, cgroups_path: str | None = None) -> None:
         self.id = container_id
         self.pid = pid
         self.pid_start_time = pid_start_time  # which process ``pid`` is (pid reuse)
@@ -40,6 +43,7 @@ class Container:
         self.console_fd = console_fd
         self._sync = sync
         self._exit_code: int | None = None
+        self.cgroups_path = cgroups_path  # linux.cgroupsPath, made by create
 
     def __repr__(self) -> str:
         return f"<Container {self.id} pid={self.pid}>"
@@ -109,15 +113,28 @@ class Container:
         """Signal PID 1 (checked against pid reuse)."""
         kill(self.id, self.state_root, sig)
 
+    def pause(self) -> None:
+        """Freeze every process of the container (runc pause): state then says "paused"."""
+        pause(self.id, self.state_root)
+
+    def resume(self) -> None:
+        """Thaw a paused container (runc resume)."""
+        resume(self.id, self.state_root)
+
     def delete(self) -> None:
         """Kill PID 1 if it is still the process we started, reap it, close our fds, remove state.
 
         A pid whose start time differs from the recorded one belongs to
-        someone else now (pid reuse): it is left alone.
+        someone else now (pid reuse): it is left alone.  Then the cgroup:
+        whatever is left in it is killed (bounded wait) and it is removed;
+        the state dir goes last, so a delete that failed there can be retried.
         """
+        mgr = cgroup.open_path(self.cgroups_path) if self.cgroups_path else None
         if self._exit_code is None:
             started = self._started()
             if started is not None:
+                if mgr is not None and mgr.exists and mgr.frozen:
+                    _kill_frozen(self.pid, started, mgr)
                 status = kill_and_reap(self.pid, started)
                 if status is not None:
                     self._exit_code = _exit_code(status)
@@ -127,7 +144,25 @@ class Container:
         if self._sync is not None:
             self._sync.close()  # type: ignore[attr-defined]
             self._sync = None
+        if mgr is not None:
+            cgroup.destroy(mgr)
         shutil.rmtree(container_dir(self.state_root, self.id), ignore_errors=True)
+
+
+def _kill_frozen(pid: int, started: int, mgr) -> None:
+    """SIGKILL a frozen PID 1, then thaw: a v1-frozen task acts on no signal until thawed."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if start_time(pid, zombies=True) == started:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
+    mgr.thaw()
 
 
 def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
@@ -136,6 +171,7 @@ def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
     bundle = Path(bundle).absolute()
     directory = container_dir(Path(state_root), container_id)
     spec = load_spec(bundle)
+    cgroups_path = cgroup.cgroups_path(spec)  # a relative one is refused before anything
     Path(state_root).mkdir(parents=True, exist_ok=True, mode=0o711)
     try:
         directory.mkdir(mode=0o711)
@@ -154,7 +190,7 @@ def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
         write_state(directory, {
             "ociVersion": OCI_VERSION, "id": container_id, "pid": spawned.pid,
             "pidStartTime": started, "bundle": str(bundle),
-            "created": time.time(),
+            "created": time.time(), "cgroupsPath": cgroups_path,
         })
     except BaseException:
         if spawned is not None:
@@ -162,11 +198,16 @@ def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
             if spawned.console_fd is not None:
                 os.close(spawned.console_fd)
             kill_and_reap(spawned.pid)
+            if spawned.cgroup is not None:
+                try:
+                    cgroup.destroy(spawned.cgroup)
+                except PyctrError:
+                    pass  # the first error is the one to see
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return Container(container_id, spawned.pid, bundle, Path(state_root),
                      console_fd=spawned.console_fd, sync=spawned.sync,
-                     pid_start_time=started)
+                     pid_start_time=started, cgroups_path=cgroups_path)
 
 
 def start(container_id: str, state_root: Path) -> None:
@@ -231,7 +272,8 @@ def load(container_id: str, state_root: Path) -> Container:
     """A handle on a container created elsewhere (wait() then cannot get its status)."""
     data = read_state(state_root, container_id)
     return Container(container_id, data["pid"], Path(data["bundle"]), Path(state_root),
-                     pid_start_time=data.get("pidStartTime"))
+                     pid_start_time=data.get("pidStartTime"),
+                     cgroups_path=data.get("cgroupsPath"))
 
 
 def kill(container_id: str, state_root: Path, sig: int = signal.SIGTERM) -> None:
@@ -240,6 +282,34 @@ def kill(container_id: str, state_root: Path, sig: int = signal.SIGTERM) -> None
     if status_of(data, container_dir(Path(state_root), container_id)) == "stopped":
         raise NotFound(f"container {container_id} is not running", hint="it already exited")
     os.kill(data["pid"], sig)
+
+
+def _cgroup_of(container_id: str, state_root: Path, verb: str):
+    data = read_state(state_root, container_id)
+    if not data.get("cgroupsPath"):
+        raise Conflict(f"cannot {verb} container {container_id}: it has no cgroup",
+                       hint="the freezer needs linux.cgroupsPath in config.json")
+    return cgroup.open_path(data["cgroupsPath"])
+
+
+def pause(container_id: str, state_root: Path) -> None:
+    """Freeze the container's cgroup (v1 freezer.state, v2 cgroup.freeze)."""
+    status = state(container_id, state_root)["status"]
+    if status not in ("created", "running"):
+        raise Conflict(f"cannot pause container {container_id}: it is {status}",
+                       hint="only a created or running container can be paused")
+    mgr = _cgroup_of(container_id, state_root, "pause")
+    mgr.freeze()
+
+
+def resume(container_id: str, state_root: Path) -> None:
+    """Thaw a paused container's cgroup."""
+    status = state(container_id, state_root)["status"]
+    if status != "paused":
+        raise Conflict(f"cannot resume container {container_id}: it is {status}",
+                       hint="only a paused container can be resumed")
+    mgr = _cgroup_of(container_id, state_root, "resume")
+    mgr.thaw()
 
 
 def delete(container_id: str, state_root: Path) -> None:

@@ -19,13 +19,18 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyctr.errors import ContainerInitError, PyctrError, UserError
 
+from . import cgroup
 from . import syscalls as sc
 from .init import InitContext, as_error, child_main, report
 from .seam import Syscalls
 from .statedir import start_time
+
+if TYPE_CHECKING:
+    from pyctr.cgroups import Manager
 
 NAMESPACE_FLAGS = {
     "pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS,
@@ -33,6 +38,7 @@ NAMESPACE_FLAGS = {
     "user": sc.CLONE_NEWUSER,
 }
 SYNC_TIMEOUT = 30.0
+CGROUP_JOINED = b'{"type": "cgroup joined"}'
 
 
 @dataclass
@@ -42,6 +48,7 @@ class Spawned:
     pid: int
     sync: socket.socket
     console_fd: int | None
+    cgroup: Manager | None = None
 
 
 def check_single_threaded() -> None:
@@ -77,16 +84,23 @@ def join_namespaces(sys: Syscalls, namespaces: list[dict]) -> None:
         sys.unshare(flags)
 
 
-def _intermediate(ctx: InitContext, child: socket.socket, stdio: tuple[int, int, int]) -> None:
+def _intermediate(ctx: InitContext, child: socket.socket, stdio: tuple[int, int, int],
+                  in_cgroup: bool = False) -> None:
     """The first child: join/unshare namespaces, fork PID 1, report its pid, then let it go.
 
-    PID 1 waits for a byte on a pipe until its pid is reported: an error it
-    sent first would leave the caller not knowing which child to reap.
+    With a cgroup (``in_cgroup``) it first waits until the caller has moved
+    it into the container's cgroup: unshare(CLONE_NEWCGROUP) roots the new
+    cgroup namespace at the cgroup the process is in at that moment, and
+    PID 1, forked after, is born in it.  PID 1 waits for a byte on a pipe
+    until its pid is reported: an error it sent first would leave the
+    caller not knowing which child to reap.
     """
     step = "namespaces"
     try:
         ctx.sys.set_not_dumpable()  # setns into a running container's namespaces comes next
         _set_stdio(*stdio)
+        if in_cgroup and child.recv(64) != CGROUP_JOINED:
+            os._exit(1)  # the caller failed to move us and is killing us
         join_namespaces(ctx.sys, ctx.spec.get("linux", {}).get("namespaces", []))
         step = "fork init"
         go_r, go_w = os.pipe()
@@ -141,9 +155,31 @@ def kill_and_reap(pid: int, started: int | None = None) -> int | None:
 
 def spawn(spec: dict, rootfs: str, bundle: str, fifo: str, *, stdin: int = 0, stdout: int = 1,
           stderr: int = 2, seccomp_cache: str | None = None) -> Spawned:
-    """Start PID 1 and run its init pipeline up to "wait for start"; raise what it reports."""
+    """Start PID 1 and run its init pipeline up to "wait for start"; raise what it reports.
+
+    With linux.cgroupsPath the cgroup is made (limits written) before the
+    fork and removed again if anything fails.
+    """
     check_single_threaded()
     Syscalls.preload()
+    mgr = cgroup.setup(spec)
+    try:
+        spawned = _spawn(spec, rootfs, bundle, fifo, mgr, stdin=stdin, stdout=stdout,
+                         stderr=stderr, seccomp_cache=seccomp_cache)
+    except BaseException:
+        if mgr is not None:
+            try:
+                cgroup.destroy(mgr)
+            except PyctrError:
+                pass  # the first error is the one to see
+        raise
+    spawned.cgroup = mgr
+    return spawned
+
+
+def _spawn(spec: dict, rootfs: str, bundle: str, fifo: str, mgr: Manager | None, *,
+           stdin: int, stdout: int, stderr: int, seccomp_cache: str | None) -> Spawned:
+
     # orphans (our PID 1 once the intermediate child exits) become our children
     sc.set_child_subreaper()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -154,7 +190,7 @@ def spawn(spec: dict, rootfs: str, bundle: str, fifo: str, *, stdin: int = 0, st
         first = os.fork()
         if first == 0:  # pragma: no cover - runs in the child
             parent.close()
-            _intermediate(ctx, child, (stdin, stdout, stderr))
+            _intermediate(ctx, child, (stdin, stdout, stderr), in_cgroup=mgr is not None)
     finally:
         os.close(fifo_fd)
         child.close()
@@ -162,6 +198,9 @@ def spawn(spec: dict, rootfs: str, bundle: str, fifo: str, *, stdin: int = 0, st
     init_pid = 0
     console = None
     try:
+        if mgr is not None:
+            cgroup.join(mgr, first)
+            parent.send(CGROUP_JOINED)
         while True:
             try:
                 msg, fds = _recv(parent)

@@ -99,20 +99,33 @@ def _host_cgroup_mounts() -> list[tuple[str, str, str]]:
     return found
 
 
+def container_cgroup_mounts(host: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """The hierarchies a v1/hybrid container sees: those with a controller.
+
+    The runtime joins the container's cgroup in each v1 controller
+    hierarchy, so there the cgroup namespace shows it as the root.  A named
+    hierarchy (name=systemd) and a hybrid host's controller-less cgroup2
+    mount hold no cgroup of the container's: mounted, they would show the
+    caller's cgroup and the host's tree below it, so they are left out.
+    """
+    return [(point, fstype, data) for point, fstype, data in host
+            if point != "/sys/fs/cgroup" and fstype == "cgroup"
+            and not any(o.startswith("name=") for o in data.split(","))]
+
+
 def _mount_cgroup(ctx: InitContext, dest: str, flags: int) -> None:
     """cgroup mounts: cgroup2 on a unified host; on v1/hybrid one mount per hierarchy on a tmpfs.
 
     Inside the new cgroup namespace each mount shows the container's own
-    cgroup as the root.  The tmpfs is made read-only after its hierarchies.
+    cgroup as the root (on v2 /sys/fs/cgroup/memory.max is the container's
+    limit).  The tmpfs is made read-only after its hierarchies.
     """
     host = _host_cgroup_mounts()
     if any(point == "/sys/fs/cgroup" and fs == "cgroup2" for point, fs, _ in host):
         ctx.sys.mount_in(ctx.rootfs, "cgroup2", dest, "cgroup2", flags)
         return
     ctx.sys.mount_in(ctx.rootfs, "tmpfs", dest, "tmpfs", flags & ~sc.MS_RDONLY, "mode=755")
-    for point, fstype, data in host:
-        if point == "/sys/fs/cgroup":
-            continue
+    for point, fstype, data in container_cgroup_mounts(host):
         sub = dest + point[len("/sys/fs/cgroup"):]
         _make_target(ctx, sub, True)
         ctx.sys.mount_in(ctx.rootfs, fstype, sub, fstype, flags, data or None)

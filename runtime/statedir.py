@@ -83,15 +83,24 @@ def read_state(state_root: Path, container_id: str) -> dict:
 
 
 def status_of(data: dict, directory: Path) -> str:
-    """created (init waits on the exec fifo), running, or stopped — from the kernel."""
+    """created (init waits on the exec fifo), running, paused or stopped — from the kernel.
+
+    paused: the cgroup's freezer holds it (read only for a container with a
+    cgroupsPath, so pyctr.cgroups is imported only then).
+    """
     pid = data.get("pid") or 0
     if pid <= 0 or start_time(pid) != data.get("pidStartTime"):
         return "stopped"
+    if data.get("cgroupsPath"):
+        from .cgroup import frozen
+
+        if frozen(data["cgroupsPath"]):
+            return "paused"
     return "created" if (directory / FIFO).exists() else "running"
 
 
 def state(container_id: str, state_root: Path) -> dict:
-    """The OCI state of a container: ociVersion, id, status, pid, bundle."""
+    """The OCI state of a container: ociVersion, id, status, pid, bundle (+ cgroupsPath)."""
     data = read_state(state_root, container_id)
     status = status_of(data, container_dir(state_root, container_id))
     return {

@@ -29,7 +29,7 @@ else
     echo "== integration: skipped, needs root (sudo $0)"
 fi
 # vm: the cgroup v2 tier, inside the kernel guest (scripts/vm-test)
-VM_TESTS="tests/vm tests/integration/test_cgroups_v2.py"
+VM_TESTS="tests/vm tests/integration/test_cgroups_v2.py tests/integration/test_cli_limits.py tests/integration/test_runtime_cgroups.py"
 if [ "$(id -u)" -ne 0 ]; then
     echo "== vm: skipped, needs root (sudo $0)"
 elif why=$("$REPO/scripts/vm-test" --check 2>&1); then

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from pyctr.cgroups import detect
 
 pytestmark = pytest.mark.root

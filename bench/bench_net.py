@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""What networking costs: endpoint set-up + tear-down, and TCP throughput.
+
+    sudo /opt/pyctr/venv/bin/python bench/bench_net.py [-n 20] [--mb 256] [--json]
+
+  setup  none:   create_netns + remove_netns (what --network none pays)
+         bridge: create_netns, allocate, ensure_bridge (present), attach,
+                 then detach, remove_netns, release (what --network bridge adds)
+  tcp    ns→ns:  a sender in one namespace to a receiver in another, over the bridge
+         host→published port: a sender on the host to 127.0.0.1:PORT, through
+                 the user-space proxy, to the receiver in a namespace
+Medians are printed; the receiver counts the bytes, the sender times them.
+The bench makes its own bridge, subnet and namespaces and removes them.
+(The lead adds the `pyctr run --rm busybox true` bridge-vs-none figure and
+podman beside it once the engine drives netns/.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from pyctr.netns import link, nsfile, proxy
+from pyctr.netns.ports import parse_publish
+from pyctr.netns.store import NetworkStore
+
+CANDIDATES = [IPv4Network(f"10.{a}.{b}.0/24") for a in range(204, 208) for b in range(256)]
+RECEIVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8); print("ready", flush=True)
+while True:
+    c, _ = s.accept(); n = 0; buf = bytearray(1 << 20)
+    while (k := c.recv_into(buf)): n += k
+    c.sendall(str(n).encode()); c.close()
+"""
+SENDER = """
+import socket, sys, time
+mb = int(sys.argv[3]); chunk = b"x" * (1 << 20)
+t = time.perf_counter(); c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+for _ in range(mb): c.sendall(chunk)
+c.shutdown(socket.SHUT_WR); got = int(c.recv(64)); dt = time.perf_counter() - t
+assert got == mb << 20, got
+print(mb * 8 / dt)
+"""
+
+
+def _median_ms(fn, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=20)
+    ap.add_argument("--mb", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="pyctr-benchnet-", dir="/var/tmp"))
+    store = NetworkStore(root, default_bridge=f"pyctrb{secrets.token_hex(3)}",
+                         candidates=CANDIDATES)
+    net = store.get("bridge")
+    results: dict = {}
+    cleanup: list = []
+    try:
+        link.ensure_bridge(net)
+        path = root / "ns"
+
+        def none():
+            nsfile.create_netns(path)
+            nsfile.remove_netns(path)
+
+        def bridge():
+            cid = secrets.token_hex(32)
+            nsfile.create_netns(path)
+            ip = store.allocate(net.name, cid)
+            link.ensure_bridge(net)
+            ep = link.attach(net, cid, path, ip)
+            link.detach(ep)
+            nsfile.remove_netns(path)
+            store.release(net.name, cid)
+
+        bridge()  # warm: pyroute2 imported once, as in a real run
+        results["setup_none_ms"] = _median_ms(none, a.n)
+        results["setup_bridge_ms"] = _median_ms(bridge, a.n)
+
+        eps = []
+        for i in range(2):
+            cid = f"{secrets.token_hex(31)}b{i}"
+            p = root / f"ns{i}"
+            nsfile.create_netns(p)
+            cleanup.append(("ns", p, cid))
+            eps.append(link.attach(net, cid, p, store.allocate(net.name, cid)))
+        rx = subprocess.Popen(["nsenter", f"--net={eps[1].netns_path}", sys.executable, "-c",
+                               RECEIVER, eps[1].ip, "5001"], stdout=subprocess.PIPE, text=True)
+        cleanup.append(("proc", rx, None))
+        assert rx.stdout.readline().strip() == "ready"
+
+        def send(ns: str | None, host: str, port: int) -> float:
+            pre = ["nsenter", f"--net={ns}"] if ns else []
+            out = subprocess.run([*pre, sys.executable, "-c", SENDER, host, str(port),
+                                  str(a.mb)], capture_output=True, text=True, check=True)
+            return float(out.stdout)
+
+        results["tcp_ns_to_ns_mbit"] = statistics.median(
+            send(eps[0].netns_path, eps[1].ip, 5001) for _ in range(a.runs))
+        running = proxy.start_proxy(parse_publish("127.0.0.1::5001"), eps[1].ip)
+        cleanup.append(("proxy", running.pid, None))
+        results["tcp_host_to_published_mbit"] = statistics.median(
+            send(None, "127.0.0.1", running.mapping.host_port) for _ in range(a.runs))
+    finally:
+        for kind, obj, cid in reversed(cleanup):
+            if kind == "proxy":
+                proxy.stop_proxy(obj)
+            elif kind == "proc":
+                obj.kill()
+                obj.wait()
+            else:
+                link.cleanup(cid)
+                nsfile.remove_netns(obj)
+        link.delete_bridge(net)
+        shutil.rmtree(root)
+    if a.json:
+        print(json.dumps(results, indent=1))
+    else:
+        for k, v in results.items():
+            print(f"{k:30s} {v:10.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -88,10 +88,13 @@ def _intermediate(ctx: InitContext, child: socket.socket, stdio: tuple[int, int,
                   in_cgroup: bool = False) -> None:
     """The first child: join/unshare namespaces, fork PID 1, report its pid, then let it go.
 
-    With a cgroup (``in_cgroup``) it first waits until the caller has moved
-    it into the container's cgroup: unshare(CLONE_NEWCGROUP) roots the new
-    cgroup namespace at the cgroup the process is in at that moment, and
-    PID 1, forked after, is born in it.  PID 1 waits for a byte on a pipe
+    With a cgroup (``in_cgroup``) it waits, before the cgroup namespace,
+    until the caller has moved it into the container's cgroup:
+    unshare(CLONE_NEWCGROUP) roots the new cgroup namespace at the cgroup
+    the process is in at that moment, and PID 1, forked after, is born in
+    it.  The other namespaces are made meanwhile: the move waits for an
+    RCU grace period in the kernel (v1, and v2 without favordynmods), the
+    new network namespace too, and so the two overlap.  PID 1 waits for a byte on a pipe
     until its pid is reported: an error it sent first would leave the
     caller not knowing which child to reap.
     """
@@ -99,9 +102,13 @@ def _intermediate(ctx: InitContext, child: socket.socket, stdio: tuple[int, int,
     try:
         ctx.sys.set_not_dumpable()  # setns into a running container's namespaces comes next
         _set_stdio(*stdio)
-        if in_cgroup and child.recv(64) != CGROUP_JOINED:
-            os._exit(1)  # the caller failed to move us and is killing us
-        join_namespaces(ctx.sys, ctx.spec.get("linux", {}).get("namespaces", []))
+        namespaces = ctx.spec.get("linux", {}).get("namespaces", [])
+        if in_cgroup:
+            join_namespaces(ctx.sys, [ns for ns in namespaces if ns["type"] != "cgroup"])
+            if child.recv(64) != CGROUP_JOINED:
+                os._exit(1)  # the caller failed to move us and is killing us
+            namespaces = [ns for ns in namespaces if ns["type"] == "cgroup"]
+        join_namespaces(ctx.sys, namespaces)
         step = "fork init"
         go_r, go_w = os.pipe()
         pid = os.fork()
@@ -122,6 +129,18 @@ def _recv(sync: socket.socket) -> tuple[dict | None, list[int]]:
     if not data:
         return None, fds
     return json.loads(data), fds
+
+
+def _reported(sync: socket.socket) -> PyctrError | None:
+    """The error the intermediate child sent before it died, if any (it is why a join failed)."""
+    sync.settimeout(0.5)
+    try:
+        msg, _fds = _recv(sync)
+    except (TimeoutError, OSError, ValueError):
+        return None
+    if msg and msg.get("type") == "error":
+        return PyctrError.from_dict(msg["error"])
+    return None
 
 
 def kill_and_reap(pid: int, started: int | None = None) -> int | None:
@@ -157,29 +176,29 @@ def spawn(spec: dict, rootfs: str, bundle: str, fifo: str, *, stdin: int = 0, st
           stderr: int = 2, seccomp_cache: str | None = None) -> Spawned:
     """Start PID 1 and run its init pipeline up to "wait for start"; raise what it reports.
 
-    With linux.cgroupsPath the cgroup is made (limits written) before the
-    fork and removed again if anything fails.
+    With linux.cgroupsPath the cgroup is made (limits written) while the
+    intermediate child unshares, and removed again if anything fails.
     """
     check_single_threaded()
     Syscalls.preload()
-    mgr = cgroup.setup(spec)
+    made: list[Manager] = []
     try:
-        spawned = _spawn(spec, rootfs, bundle, fifo, mgr, stdin=stdin, stdout=stdout,
+        spawned = _spawn(spec, rootfs, bundle, fifo, made, stdin=stdin, stdout=stdout,
                          stderr=stderr, seccomp_cache=seccomp_cache)
     except BaseException:
-        if mgr is not None:
+        for mgr in made:
             try:
                 cgroup.destroy(mgr)
             except PyctrError:
                 pass  # the first error is the one to see
         raise
-    spawned.cgroup = mgr
+    spawned.cgroup = made[0] if made else None
     return spawned
 
 
-def _spawn(spec: dict, rootfs: str, bundle: str, fifo: str, mgr: Manager | None, *,
+def _spawn(spec: dict, rootfs: str, bundle: str, fifo: str, made: list[Manager], *,
            stdin: int, stdout: int, stderr: int, seccomp_cache: str | None) -> Spawned:
-
+    in_cgroup = cgroup.cgroups_path(spec) is not None
     # orphans (our PID 1 once the intermediate child exits) become our children
     sc.set_child_subreaper()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -190,7 +209,7 @@ def _spawn(spec: dict, rootfs: str, bundle: str, fifo: str, mgr: Manager | None,
         first = os.fork()
         if first == 0:  # pragma: no cover - runs in the child
             parent.close()
-            _intermediate(ctx, child, (stdin, stdout, stderr), in_cgroup=mgr is not None)
+            _intermediate(ctx, child, (stdin, stdout, stderr), in_cgroup=in_cgroup)
     finally:
         os.close(fifo_fd)
         child.close()
@@ -198,8 +217,13 @@ def _spawn(spec: dict, rootfs: str, bundle: str, fifo: str, mgr: Manager | None,
     init_pid = 0
     console = None
     try:
-        if mgr is not None:
-            cgroup.join(mgr, first)
+        if in_cgroup:
+            mgr = cgroup.setup(spec)
+            made.append(mgr)
+            try:
+                cgroup.join(mgr, first)
+            except PyctrError as exc:
+                raise _reported(parent) or exc from None
             parent.send(CGROUP_JOINED)
         while True:
             try:

@@ -111,5 +111,5 @@ def veth_name(container_id: str, network: str) -> str:
 
 
 def bridge_name(network: str) -> str:
-    """A user network's bridge: ``pyctr-`` and 9 hex characters of its name."""
+    """A user network's bridge: ``pyctr-`` and 9 hex characters of its name (and root)."""
     return f"{BRIDGE_PREFIX}-{short_hash(network, 9)}"

@@ -96,11 +96,16 @@ class NetworkStore:
     (default: read /proc/net/route).
     """
 
-    def __init__(self, root: Path | str, *, default_bridge: str = "pyctr0",
+    def __init__(self, root: Path | str, *, default_bridge: str | None = None,
                  candidates: Sequence[IPv4Network] = addr.DEFAULT_CANDIDATES,
                  routes: Callable[[], list[tuple[IPv4Network, str]]] = addr.host_routes):
         self.dir = Path(root) / "networks"
-        self.default_bridge = default_bridge
+        # pyctr0 for the standard root; another root (a test's, a second
+        # installation) gets bridges of its own so the two never share one
+        standard = Path(root) == Path("/var/lib/pyctr")
+        self.default_bridge = default_bridge or (
+            "pyctr0" if standard else f"pyctr0-{addr.short_hash(str(Path(root)), 6)}")
+        self._bridge_salt = "" if standard else f"{Path(root)}:"
         self.candidates = tuple(candidates)
         self._routes = routes
 
@@ -182,7 +187,8 @@ class NetworkStore:
                                    f"route to {clash}",
                                    hint="choose a --subnet the host does not route elsewhere")
             gw = addr.parse_gateway(gateway, want) if gateway else want.network_address + 1
-            net = Network(name, secrets.token_hex(32), "bridge", addr.bridge_name(name),
+            net = Network(name, secrets.token_hex(32), "bridge",
+                          addr.bridge_name(self._bridge_salt + name),
                           str(want), str(gw), time.time(), dict(labels or {}))
             self._write(net)
             return net

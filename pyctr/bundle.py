@@ -39,6 +39,11 @@ def _no_limits():
     return LimitFlags()
 
 
+def _default_network():
+    from pyctr.network import NetOptions
+    return NetOptions()
+
+
 @dataclass
 class RunOptions:
     """The flags of `pyctr run`, as docker spells them."""
@@ -60,6 +65,7 @@ class RunOptions:
     tmpfs: list[str] = field(default_factory=list)
     limits: object = field(default_factory=_no_limits)  # pyctr.limits.LimitFlags
     cgroup_parent: str | None = None
+    net: object = field(default_factory=_default_network)  # pyctr.network.NetOptions
 
 
 def validate_name(name: str) -> str:
@@ -227,7 +233,8 @@ def apply_run_options(spec: dict, *, args: list[str], env: list[str], cwd: str,
                       uid: int, gid: int, additional_gids: list[int], hostname: str,
                       terminal: bool, read_only: bool, mounts: list[dict],
                       console_size: tuple[int, int] | None = None,
-                      cgroups_path: str | None = None, resources: dict | None = None) -> dict:
+                      cgroups_path: str | None = None, resources: dict | None = None,
+                      netns_path: str | None = None, host_network: bool = False) -> dict:
     """Fill the runtime's default spec with what this container needs."""
     proc = spec["process"]
     proc["args"] = args
@@ -243,6 +250,15 @@ def apply_run_options(spec: dict, *, args: list[str], env: list[str], cwd: str,
     spec["root"]["readonly"] = read_only
     spec["mounts"] = list(spec.get("mounts", [])) + mounts
     linux = spec.setdefault("linux", {})
+    namespaces = []
+    for ns in linux.get("namespaces", []):
+        if ns.get("type") == "network":
+            if host_network:
+                continue  # --network host: the host's own namespace
+            if netns_path:
+                ns = {"type": "network", "path": netns_path}  # made by the engine, joined
+        namespaces.append(ns)
+    linux["namespaces"] = namespaces
     if cgroups_path:
         linux["cgroupsPath"] = cgroups_path
     if resources:

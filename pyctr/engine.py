@@ -135,7 +135,10 @@ class Engine(RunMixin):
         return c.name
 
     def _release(self, c: Container) -> None:
-        """What a stopped container may still hold: its rootfs mount, cgroup, runtime state."""
+        """What a stopped container may still hold: network, rootfs mount, cgroup, state."""
+        from pyctr import network
+
+        network.teardown(self, c)
         self._unmount_rootfs(c)
         mgr = self.cgroup(c)
         if mgr is not None and mgr.exists:

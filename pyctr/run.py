@@ -51,6 +51,7 @@ class RunMixin:
 
     def run(self, opts: B.RunOptions) -> RunResult:
         """Run a container in the foreground; its exit status is docker's."""
+        from pyctr import network
         from pyctr.limits import cgroup_path, resources_from_flags
 
         require_overlayfs()
@@ -69,6 +70,7 @@ class RunMixin:
         cfg = image.config or {}
         args = B.process_args(cfg, opts)
         cwd = B.effective_workdir(cfg, opts)
+        maps = network.check(opts.net, self, cfg)
 
         c = self.containers.create(
             name=opts.name, image=opts.image, image_id=image.id,
@@ -83,12 +85,20 @@ class RunMixin:
                                    "Binds": list(opts.volumes),
                                    "Tmpfs": list(opts.tmpfs),
                                    "CgroupParent": opts.cgroup_parent or "",
+                                   "NetworkMode": opts.net.network,
                                    **docker_limits(resources)}})
         c.record["HostConfig"]["CgroupPath"] = cgroup_path(opts.cgroup_parent, c.id)
         c.record["HostConfig"]["Resources"] = resources.to_oci()
+        hostname = opts.hostname or (os.uname().nodename if opts.net.mode == "host"
+                                     else c.id[:12])
+        c.record["Config"]["Hostname"] = hostname
         try:
             self._mount_rootfs(c, image, volatile=opts.rm)
+            c.record["NetworkSettings"] = network.setup(self, c, opts.net, maps, hostname)
             spec = self._write_bundle(c, opts, cfg, args, cwd, user_mounts)
+            if c.record["NetworkSettings"].get("NetworkName"):
+                network.refresh_peers(self, c.record["NetworkSettings"]["NetworkName"],
+                                      skip=c.id)
             return self._run_created(c, opts, spec)
         except BaseException as exc:
             if isinstance(exc, PyctrError):
@@ -97,9 +107,12 @@ class RunMixin:
                 self._finish(c, exit_code=125, error=str(exc))
             raise
         finally:
+            network.teardown(self, c)
             self._unmount_rootfs(c)
             if opts.rm:
                 self.containers.remove_dir(c)
+            elif c.dir.exists():
+                c.save()
 
     def _mount_rootfs(self, c: Container, image, *, volatile: bool = False) -> None:
         """One overlayfs per container: the image's layers below, its own upper dir.
@@ -150,17 +163,23 @@ class RunMixin:
 
     def _write_bundle(self, c: Container, opts: B.RunOptions, cfg: dict, args: list[str],
                       cwd: str, user_mounts: list[B.Mount]) -> dict:
+        from pyctr import network
         from pyctr.fsutil import atomic_write, atomic_write_json
         from pyctr.runtime.spec import default_spec
         from pyctr.runtime.users import resolve_user
 
-        hostname = opts.hostname or c.id[:12]
+        hostname = c.record["Config"]["Hostname"]
         user = resolve_user(c.rootfs, B.effective_user(cfg, opts))
+        net = c.record["NetworkSettings"]
+        if opts.net.mode == "host":
+            hosts = _read("/etc/hosts")
+        else:
+            hosts = network.hosts_text(self, c, hostname) or B.hosts_file(hostname)
         etc = {}
         for dest, name, text in (
                 ("/etc/hostname", "hostname", hostname + "\n"),
-                ("/etc/hosts", "hosts", B.hosts_file(hostname)),
-                ("/etc/resolv.conf", "resolv.conf", B.resolv_conf(_host_resolv()))):
+                ("/etc/hosts", "hosts", hosts),
+                ("/etc/resolv.conf", "resolv.conf", B.resolv_conf(_read("/etc/resolv.conf")))):
             atomic_write(c.dir / name, text, mode=0o644, sync=False)  # made anew each start
             etc[dest] = c.dir / name
         for m in user_mounts:
@@ -176,10 +195,10 @@ class RunMixin:
             hostname=hostname, terminal=opts.tty, read_only=opts.read_only,
             mounts=B.oci_mounts(user_mounts, etc), console_size=_console_size(),
             cgroups_path=c.record["HostConfig"]["CgroupPath"],
-            resources=c.record["HostConfig"]["Resources"])
+            resources=c.record["HostConfig"]["Resources"],
+            netns_path=net.get("SandboxKey") or None, host_network=opts.net.mode == "host")
         atomic_write_json(c.dir / "config.json", spec, sync=c.durable)
         c.record["Config"]["Env"] = spec["process"]["env"]
-        c.record["Config"]["Hostname"] = hostname
         c.record["Mounts"] = [{"Type": m.type, "Source": m.source,
                                "Destination": m.destination, "RW": not m.readonly}
                               for m in user_mounts]
@@ -263,9 +282,9 @@ def _is_mountpoint(path: Path) -> bool:
         return False
 
 
-def _host_resolv() -> str:
+def _read(path: str) -> str:
     try:
-        with open("/etc/resolv.conf") as f:
+        with open(path) as f:
             return f.read()
     except OSError:
         return ""

@@ -9,6 +9,7 @@ import click
 from pyctr.bundle import RunOptions
 from pyctr.cli import fmt
 from pyctr.cli.limits import limit_flags, limit_options
+from pyctr.network import NetOptions
 
 
 @click.command(context_settings={"allow_interspersed_args": False,
@@ -27,6 +28,15 @@ from pyctr.cli.limits import limit_flags, limit_options
 @click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
 @click.option("-v", "--volume", multiple=True, metavar="HOST:CTR[:ro]", help="Bind-mount a volume.")
 @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]", help="Mount a tmpfs.")
+@click.option("--network", "--net", "network", default="bridge", show_default=True,
+              metavar="NET", help="bridge, none, host, container:NAME or a network's name.")
+@click.option("--network-alias", multiple=True, metavar="NAME",
+              help="Another name of the container on its network.")
+@click.option("--ip", metavar="IPv4", help="The container's address on a user network.")
+@click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST:CTR[/PROTO]",
+              help="Publish a container's port to the host.")
+@click.option("-P", "--publish-all", is_flag=True,
+              help="Publish the image's exposed ports to free host ports.")
 @limit_options
 @click.option("--cgroup-parent", metavar="PATH",
               help="Parent cgroup of the container's cgroup (default pyctr).")
@@ -34,7 +44,8 @@ from pyctr.cli.limits import limit_flags, limit_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def run(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint, interactive, tty,
-        read_only, volume, tmpfs, cgroup_parent, image, command, **limits) -> int:
+        read_only, volume, tmpfs, network, network_alias, ip, publish, publish_all,
+        cgroup_parent, image, command, **limits) -> int:
     """Run a command in a new container (in the foreground)."""
     import os
 
@@ -44,7 +55,9 @@ def run(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint, in
                       env_files=list(env_file), workdir=workdir, user=user,
                       hostname=hostname, entrypoint=entrypoint, interactive=interactive,
                       tty=tty, read_only=read_only, volumes=list(volume), tmpfs=list(tmpfs),
-                      limits=limit_flags(limits), cgroup_parent=cgroup_parent)
+                      limits=limit_flags(limits), cgroup_parent=cgroup_parent,
+                      net=NetOptions(network=network, aliases=list(network_alias), ip=ip,
+                                     publish=list(publish), publish_all=publish_all))
     result = engine.run(opts)
     if result.hint:
         click.echo(f"pyctr: {result.hint}", err=True)
@@ -88,8 +101,11 @@ def ps(engine, show_all, quiet, no_trunc, format_) -> None:
     if format_ == "json":
         fmt.print_json([engine.inspect(c) for c in containers])
         return
+    from pyctr.network import ports_of
+
     rows = [[c.id if no_trunc else c.id[:12], c.record.get("Image", ""), _command(c),
-             fmt.ago(c.record.get("Created", "")), _status(engine, c), "", c.name]
+             fmt.ago(c.record.get("Created", "")), _status(engine, c),
+             ", ".join(ports_of(c)).replace(" -> ", "->"), c.name]
             for c in containers]
     fmt.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
 
@@ -154,4 +170,25 @@ def unpause(engine, containers) -> int:
     return _each(engine, containers, "unpause")
 
 
-COMMANDS = [run, ps, rm, inspect, pause, unpause]
+@click.command()
+@click.argument("container")
+@click.argument("private_port", required=False, metavar="[PRIVATE_PORT[/PROTO]]")
+@click.pass_obj
+def port(engine, container, private_port) -> int:
+    """List a container's published ports (or the one of PRIVATE_PORT)."""
+    from pyctr.errors import NotFound
+    from pyctr.network import ports_of
+
+    c = engine.containers.get(container)
+    lines = ports_of(c) if engine.status(c) in ("running", "paused") else []
+    if private_port:
+        want = private_port if "/" in private_port else f"{private_port}/tcp"
+        lines = [ln.split(" -> ", 1)[1] for ln in lines if ln.startswith(want + " ")]
+        if not lines:
+            raise NotFound(f"no public port '{want}' published for {c.name}")
+    for line in lines:
+        click.echo(line)
+    return 0
+
+
+COMMANDS = [run, ps, rm, inspect, pause, unpause, port]

@@ -81,8 +81,8 @@ def version() -> None:
 
 
 def _register() -> None:
-    from pyctr.cli import container, image, limits, system
-    for mod in (container, image, limits, system):
+    from pyctr.cli import container, image, limits, network, system
+    for mod in (container, image, limits, network, system):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

@@ -41,6 +41,14 @@ class Pyctr:
         assert r.returncode == 0, f"pyctr {' '.join(args)} -> {r.returncode}\n{r.stderr}"
         return r.stdout
 
+    def cleanup(self) -> None:
+        """Remove what this root made: containers, then its networks' bridges."""
+        for c in json.loads(self.ok("ps", "-a", "--format", "json")):
+            self("rm", "-f", c["Id"])
+        for net in json.loads(self.ok("network", "ls", "--format", "json")):
+            if net.get("bridge") and os.path.isdir(f"/sys/class/net/{net['bridge']}"):
+                subprocess.run(["ip", "link", "del", net["bridge"]], check=False)
+
     def container(self, name: str) -> dict:
         for c in json.loads(self.ok("ps", "-a", "--format", "json")):
             if c["Name"] == name:
@@ -66,8 +74,7 @@ def pyctr_session(busybox_tar) -> Pyctr:
     p = Pyctr(base / "root", base / "run")
     p.ok("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
     yield p
-    for c in json.loads(p.ok("ps", "-a", "--format", "json")):
-        p("rm", "-f", c["Id"])
+    p.cleanup()
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -24,7 +24,9 @@ pytestmark = [pytest.mark.root, pytest.mark.tools("umoci", "skopeo")]
 def own() -> Pyctr:
     """A root of this module's own: loading here must not rename the session's busybox."""
     base = Path(tempfile.mkdtemp(prefix="pyctr-img-", dir=ROOT_BASE))
-    yield Pyctr(base / "root", base / "run")
+    p = Pyctr(base / "root", base / "run")
+    yield p
+    p.cleanup()
     shutil.rmtree(base, ignore_errors=True)
 
 

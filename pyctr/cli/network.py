@@ -1,0 +1,102 @@
+"""Network verbs: network create, ls, inspect, rm."""
+
+from __future__ import annotations
+
+import click
+
+from pyctr.cli import fmt
+
+
+@click.group()
+def network() -> None:
+    """Manage networks."""
+
+
+@network.command()
+@click.option("--subnet", metavar="CIDR", help="Subnet, e.g. 10.90.0.0/24 (chosen if absent).")
+@click.option("--gateway", metavar="IP", help="Gateway address on the bridge (.1 if absent).")
+@click.argument("name")
+@click.pass_obj
+def create(engine, subnet, gateway, name) -> None:
+    """Create a bridge network."""
+    from pyctr.netns import NetworkStore, ensure_bridge
+
+    net = NetworkStore(engine.root).create(name, subnet=subnet, gateway=gateway)
+    ensure_bridge(net)
+    click.echo(net.id)
+
+
+@network.command(name="ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
+@click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table")
+@click.pass_obj
+def ls(engine, quiet, format_) -> None:
+    """List networks."""
+    from pyctr.netns import NetworkStore
+
+    nets = NetworkStore(engine.root).list()
+    if quiet:
+        for n in nets:
+            click.echo(n.id[:12])
+    elif format_ == "json":
+        fmt.print_json([n.to_dict() for n in nets])
+    else:
+        fmt.table(["NETWORK ID", "NAME", "DRIVER", "SUBNET", "SCOPE"],
+                  [[n.id[:12], n.name, n.driver, n.subnet, "local"] for n in nets])
+
+
+@network.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_obj
+def inspect(engine, names) -> None:
+    """Show networks as JSON, with the containers on them."""
+    from pyctr.netns import NetworkStore
+
+    store = NetworkStore(engine.root)
+    out = []
+    for name in names:
+        net = store.get(name)
+        containers = {}
+        if net.driver == "bridge":
+            for a in store.allocations(net.name):
+                containers[a.container_id] = {"Name": a.names[0] if a.names else "",
+                                              "IPv4Address": f"{a.ip}/{net.prefixlen}"}
+        out.append({"Name": net.name, "Id": net.id, "Driver": net.driver, "Scope": "local",
+                    "IPAM": {"Config": [{"Subnet": net.subnet, "Gateway": net.gateway}]
+                             if net.subnet else []},
+                    "Options": {"bridge.name": net.bridge} if net.bridge else {},
+                    "Containers": containers})
+    fmt.print_json(out)
+
+
+@network.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_obj
+def rm(engine, names) -> int:
+    """Remove networks (refused while a container uses them)."""
+    from pyctr.errors import Conflict, PyctrError
+    from pyctr.netns import NetworkStore, delete_bridge, remove_masquerade
+    from pyctr.network import network_in_use
+
+    store = NetworkStore(engine.root)
+    failed = 0
+    for name in names:
+        try:
+            net = store.get(name)
+            users = network_in_use(engine, net.name)
+            if users and not net.predefined:
+                raise Conflict(f"error while removing network: network {net.name} id "
+                               f"{net.id[:12]} has active endpoints",
+                               hint="remove the containers first: " +
+                                    ", ".join(u.name for u in users))
+            store.remove(net.name)  # refuses predefined networks and held addresses
+            delete_bridge(net)
+            remove_masquerade(net)
+            click.echo(name)
+        except PyctrError as exc:
+            click.echo(f"pyctr: {exc.render()}", err=True)
+            failed = 1
+    return failed
+
+
+COMMANDS = [network]

@@ -1,0 +1,177 @@
+"""The engine's side of networking: what `pyctr run --network …` sets up and tears down.
+
+The OCI way: the engine makes a persistent network namespace (a bind-mounted
+nsfs file) and its veth through pyctr.netns; config.json names that
+namespace by path and the runtime only joins it.  ``--network none`` makes
+the namespace and nothing else, so it never imports pyroute2.
+
+Everything a container holds is recorded in its NetworkSettings (the
+namespace path, the endpoint, the proxies' PIDs, the address) so that exit,
+`rm`, and crash recovery can release exactly that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyctr.errors import UserError
+
+
+@dataclass
+class NetOptions:
+    """The networking flags of `pyctr run`, as docker spells them."""
+
+    network: str = "bridge"
+    aliases: list[str] = field(default_factory=list)
+    ip: str | None = None
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+
+    @property
+    def mode(self) -> str:
+        """none | host | container | bridge (a bridge network, default or user-defined)."""
+        if self.network in ("none", "host"):
+            return self.network
+        if self.network.startswith("container:"):
+            return "container"
+        return "bridge"
+
+
+def check(opts: NetOptions, engine, image_config: dict) -> list:
+    """Validate before anything exists; returns the port mappings to publish."""
+    from pyctr import netns
+
+    if opts.mode == "container":
+        other = engine.containers.get(opts.network.split(":", 1)[1])
+        if engine.status(other) not in ("running", "paused"):
+            raise UserError(f"cannot join the network of container {other.name}: "
+                            "it is not running")
+    maps = [netns.parse_publish(p) for p in opts.publish]
+    if opts.publish_all:
+        maps += netns.expand_publish_all(image_config.get("ExposedPorts"), maps)
+    if maps and opts.mode != "bridge":
+        raise UserError(f"published ports need a bridge network, not --network {opts.network}",
+                        hint="drop -p/-P, or use --network bridge or a network you created")
+    if (opts.ip or opts.aliases) and opts.mode != "bridge":
+        raise UserError(f"--ip and --network-alias need a bridge network, "
+                        f"not --network {opts.network}")
+    if opts.ip and opts.network == "bridge":
+        raise UserError("user specified IP address is supported on user defined networks only",
+                        hint="pyctr network create --subnet CIDR NAME, then --network NAME")
+    netns.check_conflicts(maps)
+    if opts.mode == "bridge":
+        netns.NetworkStore(engine.root).get(opts.network)  # NotFound names the network
+    return maps
+
+
+def setup(engine, c, opts: NetOptions, maps: list, hostname: str) -> dict:
+    """Make the container's network; returns its NetworkSettings (kept in its record)."""
+    from pyctr import netns
+
+    settings: dict = {"Mode": opts.mode, "Networks": {}, "Ports": {}, "SandboxKey": "",
+                      "Proxies": [], "Endpoint": None, "IPAddress": "", "Gateway": "",
+                      "MacAddress": ""}
+    if opts.mode == "host":
+        return settings
+    if opts.mode == "container":
+        other = engine.containers.get(opts.network.split(":", 1)[1])
+        settings["SandboxKey"] = other.record["NetworkSettings"]["SandboxKey"]
+        settings["JoinedContainer"] = other.id
+        return settings
+    path = engine.run_dir / "netns" / c.id
+    netns.create_netns(path)
+    settings["SandboxKey"] = str(path)
+    c.record["NetworkSettings"] = settings  # from here on, cleanup knows what to undo
+    if opts.mode == "none":
+        return settings
+    store = netns.NetworkStore(engine.root)
+    net = store.get(opts.network)
+    ip = store.allocate(net.name, c.id, ip=opts.ip,
+                        names=[c.name, hostname, *opts.aliases])
+    settings["NetworkName"] = net.name
+    netns.ensure_bridge(net)
+    netns.ensure_masquerade(net)
+    ep = netns.attach(net, c.id, path, ip, opts.aliases)
+    settings["Endpoint"] = ep.to_dict()
+    settings.update(IPAddress=ip, Gateway=net.gateway, MacAddress=netns.mac_for_ip(ip),
+                    IPPrefixLen=net.prefixlen)
+    settings["Networks"][net.name] = {"NetworkID": net.id, "IPAddress": ip,
+                                      "Gateway": net.gateway, "IPPrefixLen": net.prefixlen,
+                                      "MacAddress": netns.mac_for_ip(ip),
+                                      "Aliases": list(opts.aliases)}
+    for m in maps:
+        proxy = netns.start_proxy(m, ip)
+        settings["Proxies"].append({"Pid": proxy.pid, "Mapping": proxy.mapping.to_dict()})
+        key = f"{m.container_port}/{m.protocol}"
+        settings["Ports"].setdefault(key, []).append(
+            {"HostIp": proxy.mapping.bind_ip, "HostPort": str(proxy.mapping.host_port)})
+    return settings
+
+
+def hosts_text(engine, c, hostname: str) -> str | None:
+    """The container's /etc/hosts on a bridge network (None: the engine's plain one)."""
+    settings = c.record.get("NetworkSettings") or {}
+    if not settings.get("NetworkName"):
+        return None
+    from pyctr import netns
+
+    store = netns.NetworkStore(engine.root)
+    peers = [(ip, names) for ip, names in store.hosts_entries(settings["NetworkName"])
+             if ip != settings["IPAddress"]]
+    return netns.render_hosts(hostname, settings["IPAddress"], peers)
+
+
+def refresh_peers(engine, network: str, *, skip: str = "") -> None:
+    """Rewrite the /etc/hosts of every running container on the network, in place."""
+    from pyctr import netns
+
+    for other in engine.containers.list():
+        s = other.record.get("NetworkSettings") or {}
+        if other.id == skip or s.get("NetworkName") != network:
+            continue
+        if engine.status(other) not in ("running", "paused"):
+            continue
+        text = hosts_text(engine, other, other.record["Config"].get("Hostname", ""))
+        hosts = other.dir / "hosts"
+        if text is not None and hosts.exists():
+            netns.write_in_place(hosts, text)
+
+
+def teardown(engine, c) -> None:
+    """Undo setup: proxies, veth, namespace file, address.  Idempotent (crash recovery too)."""
+    settings = c.record.get("NetworkSettings") or {}
+    if settings.get("Mode") in (None, "host", "container"):
+        return
+    from pyctr import netns
+
+    for proxy in settings.get("Proxies") or []:
+        netns.stop_proxy(proxy["Pid"])
+    if settings.get("Endpoint"):
+        netns.detach(netns.Endpoint.from_dict(settings["Endpoint"]))
+    elif settings.get("NetworkName"):
+        netns.cleanup(c.id)
+    if settings.get("SandboxKey") and Path(settings["SandboxKey"]).exists():
+        netns.remove_netns(settings["SandboxKey"])
+    network = settings.get("NetworkName")
+    if network:
+        netns.NetworkStore(engine.root).release(network, c.id)
+        refresh_peers(engine, network, skip=c.id)
+    settings.update(Proxies=[], Endpoint=None)
+
+
+def network_in_use(engine, name: str) -> list:
+    return [c for c in engine.containers.list()
+            if (c.record.get("NetworkSettings") or {}).get("NetworkName") == name]
+
+
+def ports_of(c) -> list[str]:
+    """`pyctr port` lines: ``80/tcp -> 0.0.0.0:32768``."""
+    from pyctr.netns import PortMapping
+
+    settings = c.record.get("NetworkSettings") or {}
+    proxies = settings.get("Proxies") or settings.get("PublishedPorts") or []
+    return [str(PortMapping.from_dict(p["Mapping"])) for p in proxies]
+
+
+__all__ = ["NetOptions", "check", "hosts_text", "ports_of", "setup", "teardown"]

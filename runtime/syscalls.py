@@ -95,6 +95,7 @@ def _load() -> tuple[Any, Any]:
             from pyctr.runtime._libc_ffi import ffi
         except Exception:  # noqa: BLE001 - a cffi that rejects the module: fall back
             import cffi
+
             from pyctr.runtime._ffi_build import CDEF
 
             ffi = cffi.FFI()

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from pyctr.cgroups import DeviceRule, Resources, detect, open_manager, parse_bytes
 from pyctr.cgroups.v1 import V1Manager
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from pyctr.runtime import create, default_spec, resolve_user, start, state
 
 from pyctr.errors import Conflict, ContainerInitError, ExecError, UserError
+from pyctr.runtime import create, default_spec, resolve_user, start, state
 
 pytestmark = pytest.mark.root
 

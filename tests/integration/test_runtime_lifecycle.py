@@ -10,11 +10,11 @@ import sys
 import time
 
 import pytest
+
+from pyctr.errors import Conflict, ContainerInitError
 from pyctr.runtime import container as rt
 from pyctr.runtime import create, default_spec, process
 from pyctr.runtime.statedir import FIFO, start_time, write_state
-
-from pyctr.errors import Conflict, ContainerInitError
 from tests.integration.test_runtime_container import run
 
 pytestmark = pytest.mark.root

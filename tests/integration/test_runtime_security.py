@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-from pyctr.runtime import create, default_spec
 
+from pyctr.runtime import create, default_spec
 from tests.integration.test_runtime_container import run
 
 pytestmark = pytest.mark.root

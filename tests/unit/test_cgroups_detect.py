@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pyctr.cgroups.detect import describe, describe_text, detect, parse_mountinfo
 
+from pyctr.cgroups.detect import describe, describe_text, detect, parse_mountinfo
 from pyctr.errors import PyctrError
 
 HYBRID = """\

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pyctr.cgroups.detect import Layout
 from pyctr.cgroups.resources import (
     DeviceRule,
@@ -13,7 +14,6 @@ from pyctr.cgroups.resources import (
     parse_throttle_device,
     validate,
 )
-
 from pyctr.errors import UserError
 
 

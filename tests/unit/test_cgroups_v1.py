@@ -6,12 +6,12 @@ import errno
 import os
 
 import pytest
+
 from pyctr.cgroups import fs
 from pyctr.cgroups.detect import Layout
 from pyctr.cgroups.manager import open_manager
 from pyctr.cgroups.resources import DeviceRule, Resources
 from pyctr.cgroups.v1 import V1Manager
-
 from pyctr.errors import PyctrError
 
 UNLIMITED = "9223372036854771712"

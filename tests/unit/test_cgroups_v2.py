@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from pyctr.cgroups import fs
 from pyctr.cgroups.detect import Layout
 from pyctr.cgroups.manager import check_path, open_manager
@@ -21,7 +22,6 @@ from pyctr.cgroups.v2 import V2Manager
 from pyctr.cgroups.v2 import cpu as v2cpu
 from pyctr.cgroups.v2 import io as v2io
 from pyctr.cgroups.v2 import memory as v2mem
-
 from pyctr.errors import PyctrError, UserError
 
 FILES = {

@@ -5,14 +5,14 @@ from __future__ import annotations
 import errno
 
 import pytest
+
+from pyctr.errors import ContainerInitError, ExecError
 from pyctr.runtime import STEP_NAMES, default_spec
 from pyctr.runtime import syscalls as sc
 from pyctr.runtime.fake import RecordingSyscalls
 from pyctr.runtime.init import InitContext, run_pipeline
 from pyctr.runtime.process import join_namespaces
 from pyctr.runtime.rootfs import parse_options
-
-from pyctr.errors import ContainerInitError, ExecError
 
 KERNEL_FILES = {"/proc/kcore": False, "/proc/timer_list": False, "/sys/firmware": True,
                 "/proc/sys": True, "/proc/sysrq-trigger": False}

@@ -7,10 +7,10 @@ import stat
 import sys
 
 import pytest
-from pyctr.runtime import default_spec, inroot, seccomp
-from pyctr.runtime.spec import DEFAULT_CAPABILITIES, validate
 
 from pyctr.errors import ContainerInitError, UserError
+from pyctr.runtime import default_spec, inroot, seccomp
+from pyctr.runtime.spec import DEFAULT_CAPABILITIES, validate
 
 DANGEROUS = ["keyctl", "add_key", "request_key", "kexec_load", "kexec_file_load", "bpf",
              "userfaultfd", "io_uring_setup", "io_uring_enter", "io_uring_register",

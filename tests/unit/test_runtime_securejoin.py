@@ -6,9 +6,9 @@ import errno
 import os
 
 import pytest
-from pyctr.runtime import secure_join
 
 from pyctr.errors import UserError
+from pyctr.runtime import secure_join
 
 
 @pytest.fixture

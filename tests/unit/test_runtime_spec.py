@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from pyctr.runtime import default_spec, load_spec
-from pyctr.runtime.spec import CAPABILITIES, validate
 
 from pyctr.errors import UserError
+from pyctr.runtime import default_spec, load_spec
+from pyctr.runtime.spec import CAPABILITIES, validate
 
 
 def _capeff(names: list[str]) -> str:

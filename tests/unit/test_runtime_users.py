@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from pyctr.runtime import ResolvedUser, resolve_user
 
 from pyctr.errors import UserError
+from pyctr.runtime import ResolvedUser, resolve_user
 
 
 @pytest.mark.parametrize("spec,expected", [

@@ -48,7 +48,7 @@ def _errno() -> int:
 
 
 def create_netns(path: Path | str) -> None:
-    """A new, empty network namespace (only ``lo``, down) kept alive by ``path``."""
+    """A new network namespace (only ``lo``, up) kept alive by ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -64,6 +64,11 @@ def create_netns(path: Path | str) -> None:
         elif libc.mount(b"/proc/thread-self/ns/net", os.fsencode(path), None, MS_BIND,
                         None) != 0:
             failure.append(("mount", _errno()))
+        else:
+            try:
+                _loopback_up()
+            except OSError as e:
+                failure.append(("ioctl SIOCSIFFLAGS lo", e.errno or 0))
 
     t = threading.Thread(target=in_thread, name="pyctr-netns")
     t.start()
@@ -74,6 +79,23 @@ def create_netns(path: Path | str) -> None:
         raise PyctrError(os.strerror(err), step="create netns", syscall=syscall,
                          path=str(path), errno=err,
                          hint="needs root (CAP_SYS_ADMIN)" if err == 1 else None)
+
+
+def _loopback_up() -> None:
+    """lo of the calling thread's (new) namespace up, as docker does even for --network none.
+
+    SIOCGIFFLAGS/SIOCSIFFLAGS on a socket made in that namespace: no netlink,
+    so no pyroute2 for a container that has no other network.
+    """
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, siocgifflags, req + b"\0" * 14)[:18])[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH", b"lo", flags | iff_up) + b"\0" * 14)
 
 
 def is_netns(path: Path | str) -> bool:

@@ -99,7 +99,7 @@ def main() -> int:
         runc = runc_bundle(base, rootfs) if shutil.which("runc") else None
         rt_state = str(base / "rt-state")
         rows = {
-            "pyctr run": lambda i: pyctr + ["run", "--rm", "busybox", "true"],
+            "pyctr run": lambda i: pyctr + ["run", "--rm", "--network", "none", "busybox", "true"],
             "pyctr run +limits": lambda i: pyctr + ["run", "--rm", "--memory", "64m",
                                                     "--pids-limit", "64", "busybox", "true"],
             "runtime no cgroup": lambda i: [sys.executable, "-c", _RUNTIME, f"p{i}",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where the time of `pyctr run --rm busybox true` goes.
+"""Where the time of `pyctr run --rm --network none busybox true` goes.
 
     sudo /opt/pyctr/venv/bin/python bench/profile_run.py [-n 20]
 
@@ -102,7 +102,8 @@ def main() -> int:
         layers = [("python -c pass (interpreter + site)", [py, "-c", "pass"]),
                   ("python -c 'import click'", [py, "-c", "import click"]),
                   ("pyctr version (CLI loaded)", [PYCTR, "version"]),
-                  ("pyctr run --rm busybox true", [PYCTR, "run", "--rm", "busybox", "true"])]
+                  ("pyctr run --rm --network none busybox true",
+                   [PYCTR, "run", "--rm", "--network", "none", "busybox", "true"])]
         print(f"whole processes, median of {args.n}:")
         prev = 0.0
         for label, argv in layers:
@@ -111,7 +112,8 @@ def main() -> int:
             prev = ms
         runs = []
         for _ in range(args.n):
-            out = subprocess.run([py, "-c", _PHASES, "run", "--rm", "busybox", "true"],
+            out = subprocess.run([py, "-c", _PHASES, "run", "--rm", "--network", "none",
+                                  "busybox", "true"],
                                  env=env, capture_output=True, text=True, check=True).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
         print(f"inside one `pyctr run` (median of {args.n}):")

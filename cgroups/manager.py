@@ -58,6 +58,18 @@ class Manager(ABC):
     def add(self, pid: int) -> None:
         """Move a process (all its threads) into the cgroup."""
 
+    def add_self(self) -> None:
+        """Move the calling process, which must have a single thread, into the cgroup.
+
+        Moving another process through cgroup.procs takes the kernel's
+        threadgroup lock, whose first use waits for an RCU grace period
+        (~20 ms here).  The drivers override this where a cheaper way
+        exists; this default is the plain one.
+        """
+        import os
+
+        self.add(os.getpid())
+
     @abstractmethod
     def apply(self, resources: Resources) -> None:
         """Write the limits; also the way `update` changes a running container's."""

@@ -45,6 +45,8 @@ def resources_from_flags(flags: LimitFlags, *, base=None, layout=None):
         validate,
     )
 
+    if base is None and not flags.given():
+        return Resources(), layout  # nothing to check: spare the host's layout a read
     changes: dict = {}
     if flags.memory is not None:
         changes["memory"] = _flag("--memory", parse_bytes, flags.memory)

@@ -1,8 +1,8 @@
 """The container's cgroup, from the runtime's side (runc's job): create, join, freeze, remove.
 
 ``create`` (process.spawn) makes the cgroup named by linux.cgroupsPath and
-writes linux.resources into it *before* forking; the intermediate child is
-added to it before it unshares, so its CLONE_NEWCGROUP roots the cgroup
+writes linux.resources into it *before* forking; the intermediate child
+moves itself into it before it unshares, so its CLONE_NEWCGROUP roots the cgroup
 namespace at the container's own cgroup and PID 1 is born inside it (its
 memory is charged from its first page).  On v1 every hierarchy is joined;
 linux.resources.devices goes to the devices controller (deny all, then the
@@ -99,10 +99,10 @@ def setup(spec: dict) -> Manager | None:
         raise _as_error(exc, path) from None
 
 
-def join(mgr: Manager, pid: int) -> None:
-    """Move ``pid`` (the intermediate child, before it unshares) into the cgroup."""
+def join_self(mgr: Manager) -> None:
+    """Move the calling process (the intermediate child, before it unshares) into the cgroup."""
     try:
-        mgr.add(pid)
+        mgr.add_self()
     except (PyctrError, OSError) as exc:
         raise _as_error(exc, mgr.path) from None
 

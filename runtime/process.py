@@ -38,7 +38,6 @@ NAMESPACE_FLAGS = {
     "user": sc.CLONE_NEWUSER,
 }
 SYNC_TIMEOUT = 30.0
-CGROUP_JOINED = b'{"type": "cgroup joined"}'
 
 
 @dataclass
@@ -85,28 +84,29 @@ def join_namespaces(sys: Syscalls, namespaces: list[dict]) -> None:
 
 
 def _intermediate(ctx: InitContext, child: socket.socket, stdio: tuple[int, int, int],
-                  in_cgroup: bool = False) -> None:
+                  cgroup_mgr: Manager | None = None) -> None:
     """The first child: join/unshare namespaces, fork PID 1, report its pid, then let it go.
 
-    With a cgroup (``in_cgroup``) it waits, before the cgroup namespace,
-    until the caller has moved it into the container's cgroup:
+    With a cgroup (made, limits written, by the caller before the fork) the
+    child moves itself into it before the cgroup namespace:
     unshare(CLONE_NEWCGROUP) roots the new cgroup namespace at the cgroup
     the process is in at that moment, and PID 1, forked after, is born in
-    it.  The other namespaces are made meanwhile: the move waits for an
-    RCU grace period in the kernel (v1, and v2 without favordynmods), the
-    new network namespace too, and so the two overlap.  PID 1 waits for a byte on a pipe
-    until its pid is reported: an error it sent first would leave the
-    caller not knowing which child to reap.
+    it (its memory charged from its first page).  Moving itself, a single
+    thread, spares the kernel's threadgroup lock and the RCU grace period
+    it waits for (~20 ms) when another process writes cgroup.procs.  PID 1
+    waits for a byte on a pipe until its pid is reported: an error it sent
+    first would leave the caller not knowing which child to reap.
     """
     step = "namespaces"
     try:
         ctx.sys.set_not_dumpable()  # setns into a running container's namespaces comes next
         _set_stdio(*stdio)
         namespaces = ctx.spec.get("linux", {}).get("namespaces", [])
-        if in_cgroup:
+        if cgroup_mgr is not None:
             join_namespaces(ctx.sys, [ns for ns in namespaces if ns["type"] != "cgroup"])
-            if child.recv(64) != CGROUP_JOINED:
-                os._exit(1)  # the caller failed to move us and is killing us
+            step = "cgroup"
+            cgroup.join_self(cgroup_mgr)
+            step = "namespaces"
             namespaces = [ns for ns in namespaces if ns["type"] == "cgroup"]
         join_namespaces(ctx.sys, namespaces)
         step = "fork init"
@@ -129,18 +129,6 @@ def _recv(sync: socket.socket) -> tuple[dict | None, list[int]]:
     if not data:
         return None, fds
     return json.loads(data), fds
-
-
-def _reported(sync: socket.socket) -> PyctrError | None:
-    """The error the intermediate child sent before it died, if any (it is why a join failed)."""
-    sync.settimeout(0.5)
-    try:
-        msg, _fds = _recv(sync)
-    except (TimeoutError, OSError, ValueError):
-        return None
-    if msg and msg.get("type") == "error":
-        return PyctrError.from_dict(msg["error"])
-    return None
 
 
 def kill_and_reap(pid: int, started: int | None = None) -> int | None:
@@ -198,7 +186,9 @@ def spawn(spec: dict, rootfs: str, bundle: str, fifo: str, *, stdin: int = 0, st
 
 def _spawn(spec: dict, rootfs: str, bundle: str, fifo: str, made: list[Manager], *,
            stdin: int, stdout: int, stderr: int, seccomp_cache: str | None) -> Spawned:
-    in_cgroup = cgroup.cgroups_path(spec) is not None
+    mgr = cgroup.setup(spec)  # None without linux.cgroupsPath
+    if mgr is not None:
+        made.append(mgr)
     # orphans (our PID 1 once the intermediate child exits) become our children
     sc.set_child_subreaper()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -209,7 +199,7 @@ def _spawn(spec: dict, rootfs: str, bundle: str, fifo: str, made: list[Manager],
         first = os.fork()
         if first == 0:  # pragma: no cover - runs in the child
             parent.close()
-            _intermediate(ctx, child, (stdin, stdout, stderr), in_cgroup=in_cgroup)
+            _intermediate(ctx, child, (stdin, stdout, stderr), cgroup_mgr=mgr)
     finally:
         os.close(fifo_fd)
         child.close()
@@ -217,14 +207,6 @@ def _spawn(spec: dict, rootfs: str, bundle: str, fifo: str, made: list[Manager],
     init_pid = 0
     console = None
     try:
-        if in_cgroup:
-            mgr = cgroup.setup(spec)
-            made.append(mgr)
-            try:
-                cgroup.join(mgr, first)
-            except PyctrError as exc:
-                raise _reported(parent) or exc from None
-            parent.send(CGROUP_JOINED)
         while True:
             try:
                 msg, fds = _recv(parent)

@@ -165,13 +165,22 @@ def network_in_use(engine, name: str) -> list:
             if (c.record.get("NetworkSettings") or {}).get("NetworkName") == name]
 
 
-def ports_of(c) -> list[str]:
-    """`pyctr port` lines: ``80/tcp -> 0.0.0.0:32768``."""
+def _mappings(c) -> list:
     from pyctr.netns import PortMapping
 
     settings = c.record.get("NetworkSettings") or {}
-    proxies = settings.get("Proxies") or settings.get("PublishedPorts") or []
-    return [str(PortMapping.from_dict(p["Mapping"])) for p in proxies]
+    return [PortMapping.from_dict(p["Mapping"]) for p in settings.get("Proxies") or []]
 
 
-__all__ = ["NetOptions", "check", "hosts_text", "ports_of", "setup", "teardown"]
+def ports_of(c) -> list[str]:
+    """`pyctr port` lines: ``80/tcp -> 0.0.0.0:32768``."""
+    return [str(m) for m in _mappings(c)]
+
+
+def ps_ports(c) -> str:
+    """The PORTS column of `pyctr ps`: ``0.0.0.0:32768->80/tcp``."""
+    return ", ".join(f"{m.bind_ip}:{m.host_port}->{m.container_port}/{m.protocol}"
+                     for m in _mappings(c))
+
+
+__all__ = ["NetOptions", "check", "hosts_text", "ports_of", "ps_ports", "setup", "teardown"]

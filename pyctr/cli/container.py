@@ -101,11 +101,11 @@ def ps(engine, show_all, quiet, no_trunc, format_) -> None:
     if format_ == "json":
         fmt.print_json([engine.inspect(c) for c in containers])
         return
-    from pyctr.network import ports_of
+    from pyctr.network import ps_ports
 
     rows = [[c.id if no_trunc else c.id[:12], c.record.get("Image", ""), _command(c),
              fmt.ago(c.record.get("Created", "")), _status(engine, c),
-             ", ".join(ports_of(c)).replace(" -> ", "->"), c.name]
+             ps_ports(c) if engine.status(c) in ("running", "paused") else "", c.name]
             for c in containers]
     fmt.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
 

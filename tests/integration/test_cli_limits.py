@@ -211,3 +211,25 @@ def test_cgroup_namespace_shows_the_containers_own_cgroup_as_root(pyctr):
     if V2:
         assert pyctr.ok("run", "--rm", "--memory", "64m", "busybox", "cat",
                         "/sys/fs/cgroup/memory.max") == f"{64 << 20}\n"
+
+
+def test_a_crashed_runs_cgroup_goes_with_the_next_command_and_prune(pyctr, name):
+    proc = start(pyctr, name, "--memory", "64m", "busybox", "sleep", "60")
+    c = pyctr.container(name)
+    path = c["HostConfig"]["CgroupPath"]
+    proc.send_signal(signal.SIGKILL)  # pyctr run dies without cleaning up …
+    proc.wait()
+    os.kill(c["State"]["Pid"], signal.SIGKILL)  # … and so does the container
+    assert cgroup_file(path, "pids", "").exists()
+    out = pyctr.ok("ps", "-a")  # the next command notices
+    assert name in out and "Exited" in out
+    assert not cgroup_file(path, "pids", "").exists()
+    # a cgroup no container owns (a crash before the record was written) goes with prune
+    orphan = "/pyctr/" + "f" * 64
+    for ctrl in (("memory", "pids") if not V2 else ("memory",)):
+        cgroup_file(orphan, ctrl, "").mkdir(parents=True, exist_ok=True)
+    out = pyctr.ok("system", "prune", "-f")
+    assert c["Id"] in out and orphan in out
+    assert not cgroup_file(orphan, "memory", "").exists()
+    with pytest.raises(KeyError):
+        pyctr.container(name)

@@ -204,3 +204,12 @@ def test_etc_files_inside_a_bridged_container(pyctr, name):
     assert any(line.split() == [ip, "box1"] for line in hosts.splitlines())
     assert "nameserver 127." not in resolv and "nameserver" in resolv
     assert "default via" in net
+
+
+def test_network_none_never_imports_pyroute2(pyctr):
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    r = subprocess.run(pyctr.argv("run", "--rm", "--network", "none", "busybox", "true"),
+                       env=env, capture_output=True, text=True, check=False)
+    assert r.returncode == 0
+    assert "pyctr.netns" in r.stderr  # the import trace is really there …
+    assert "pyroute2" not in r.stderr  # … and pyroute2 is not in it

@@ -9,10 +9,12 @@
   tcp    ns→ns:  a sender in one namespace to a receiver in another, over the bridge
          host→published port: a sender on the host to 127.0.0.1:PORT, through
                  the user-space proxy, to the receiver in a namespace
+  run    `pyctr run --rm busybox true` with --network none and with the default
+         bridge network, interleaved; beside it podman (with runc) the same two
+         ways when podman can run here, else the reason it cannot
 Medians are printed; the receiver counts the bytes, the sender times them.
-The bench makes its own bridge, subnet and namespaces and removes them.
-(The lead adds the `pyctr run --rm busybox true` bridge-vs-none figure and
-podman beside it once the engine drives netns/.)
+The bench makes its own bridge, subnet, namespaces, pyctr root and podman
+storage, and removes them.
 """
 
 from __future__ import annotations
@@ -134,12 +136,70 @@ def main() -> int:
                 nsfile.remove_netns(obj)
         link.delete_bridge(net)
         shutil.rmtree(root)
+    results.update(run_figures(a.n))
     if a.json:
         print(json.dumps(results, indent=1))
     else:
         for k, v in results.items():
-            print(f"{k:30s} {v:10.1f}")
+            print(f"{k:30s} {v:10.1f}" if isinstance(v, float) else f"{k:30s} {v}")
     return 0
+
+
+def run_figures(n: int) -> dict:
+    """Whole `run`s: pyctr none vs bridge, and podman the same two ways if it can run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from make_busybox_rootfs import make_rootfs
+
+    base = Path(tempfile.mkdtemp(prefix="pyctr-benchrun-", dir="/var/tmp"))
+    pyctr = [str(Path(sys.executable).parent / "pyctr"), "--root", str(base / "root"),
+             "--run-dir", str(base / "run")]
+    podman = ["podman", "--root", str(base / "pm-root"), "--runroot", str(base / "pm-run"),
+              "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "none",
+              "--storage-driver", "overlay"]
+    out: dict = {}
+    try:
+        tar = base / "busybox.tar"
+        make_rootfs(base / "rootfs")
+        subprocess.run(["tar", "-C", str(base / "rootfs"), "-cf", str(tar), "."], check=True)
+        subprocess.run(pyctr + ["import", str(tar), "busybox"], check=True,
+                       capture_output=True)
+        cases = {"run_pyctr_none_ms": pyctr + ["run", "--rm", "--network", "none", "busybox",
+                                               "true"],
+                 "run_pyctr_bridge_ms": pyctr + ["run", "--rm", "busybox", "true"]}
+        if shutil.which("podman"):
+            subprocess.run(podman + ["import", str(tar), "localhost/busybox:latest"],
+                           capture_output=True, check=False)
+            cases["run_podman_none_ms"] = podman + ["run", "--rm", "--network", "none",
+                                                    "localhost/busybox", "true"]
+            cases["run_podman_bridge_ms"] = podman + ["run", "--rm", "localhost/busybox", "true"]
+        else:
+            out["podman"] = "not installed"
+        times: dict = {k: [] for k in cases}
+        for i in range(n + 1):
+            for key, argv in cases.items():
+                if key in out:
+                    continue
+                t0 = time.perf_counter()
+                r = subprocess.run(argv, capture_output=True, text=True, check=False)
+                dt = time.perf_counter() - t0
+                if r.returncode != 0:
+                    why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+                    out[key] = f"not runnable here: {why[:120]}"
+                elif i:
+                    times[key].append(dt * 1e3)
+        for key, ts in times.items():
+            if key not in out:
+                out[key] = statistics.median(ts)
+    finally:
+        for c in json.loads(subprocess.run(pyctr + ["network", "ls", "--format", "json"],
+                                           capture_output=True, text=True,
+                                           check=False).stdout or "[]"):
+            if c.get("bridge") and Path(f"/sys/class/net/{c['bridge']}").exists():
+                subprocess.run(["ip", "link", "del", c["bridge"]], check=False)
+        if shutil.which("podman"):
+            subprocess.run(podman + ["system", "reset", "-f"], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -51,6 +51,12 @@ class Container:
         return self.dir / "rootfs"
 
     @property
+    def monitor_alive(self) -> bool:
+        state = self.record["State"]
+        pid = state.get("MonitorPid") or 0
+        return bool(pid) and pid_start_time(pid) == state.get("MonitorStartTime")
+
+    @property
     def status(self) -> str:
         """created | running | exited, the running claim checked against the kernel."""
         state = self.record["State"]
@@ -91,11 +97,16 @@ class ContainerStore:
             cid = os.urandom(32).hex()
             cdir = self.dir / cid
             cdir.mkdir(mode=0o700)
+            me = os.getpid()
             full = {"Id": cid, "Name": name, "Created": now_iso(), "Image": image,
                     "ImageID": image_id,
                     "State": {"Status": "created", "Running": False, "Pid": 0,
                               "ExitCode": 0, "Error": "", "StartedAt": "",
-                              "FinishedAt": ""}}
+                              "FinishedAt": "",
+                              # the process that set the container up and watches it
+                              # (pyctr run): if it dies mid-way, the next command
+                              # cleans up what it held
+                              "MonitorPid": me, "MonitorStartTime": pid_start_time(me)}}
             full.update(record)
             c = Container(cdir, full)
             c.save()

@@ -24,8 +24,13 @@ DEFAULT_ROOT = "/var/lib/pyctr"
 DEFAULT_RUN_DIR = "/run/pyctr"
 
 
-def require_root(command: str = "pyctr") -> None:
+def require_root(command: str | None = None) -> None:
+    """Every verb that touches the root dir, mounts or namespaces needs root: say so first."""
     if os.geteuid() != 0:
+        import shlex
+        import sys
+
+        command = command or " ".join(["pyctr", *map(shlex.quote, sys.argv[1:])])
         raise PyctrError("pyctr needs root", hint=f"try sudo {command}")
 
 
@@ -40,11 +45,20 @@ class Engine(RunMixin):
     @cached_property
     def images(self):
         from pyctr.images.store import ImageStore
+        require_root()
         return ImageStore(self.root)
 
     @cached_property
     def containers(self) -> ContainerStore:
+        require_root()
         return ContainerStore(self.root)
+
+    @cached_property
+    def networks(self):
+        """pyctr.netns.NetworkStore of this root (no pyroute2 import)."""
+        from pyctr.netns import NetworkStore
+        require_root()
+        return NetworkStore(self.root)
 
     @property
     def runtime_root(self) -> Path:
@@ -151,13 +165,16 @@ class Engine(RunMixin):
     def reconcile(self) -> list[str]:
         """Clean what containers that died with their CLI left behind (crash recovery).
 
-        A record that says running whose PID is gone gets its real end: the
-        rootfs unmounted, the cgroup (with the OOM verdict read first)
-        removed, the state marked exited.
+        A record that says running whose PID is gone, or created whose
+        monitor (the `pyctr run` that was setting it up) is gone, gets its
+        real end: network, rootfs mount and cgroup (the OOM verdict read
+        first) released, the state marked exited, a --rm container removed.
         """
         cleaned = []
         for c in self.containers.list():
-            if c.record["State"]["Status"] == "running" and c.status == "exited":
+            recorded = c.record["State"]["Status"]
+            abandoned = recorded == "created" and not c.monitor_alive  # died setting up
+            if (recorded == "running" and c.status == "exited") or abandoned:
                 oom = self._oom_killed(c)
                 self._release(c)
                 self._finish(c, exit_code=c.record["State"].get("ExitCode") or 255,
@@ -196,6 +213,34 @@ class Engine(RunMixin):
         for cid in sorted(stale):
             open_container_cgroup(f"/pyctr/{cid}").destroy()
         return sorted(stale)
+
+    # ---- networks ---------------------------------------------------------------
+
+    def create_network(self, name: str, *, subnet: str | None = None,
+                       gateway: str | None = None):
+        from pyctr.netns import ensure_bridge
+
+        net = self.networks.create(name, subnet=subnet, gateway=gateway)
+        ensure_bridge(net)
+        return net
+
+    def remove_network(self, name: str):
+        """Refused while a container is on it; then bridge, NAT rule and record go."""
+        from pyctr.netns import delete_bridge, remove_masquerade
+        from pyctr.network import network_in_use
+
+        self.reconcile()  # a crashed run's address must not hold the network
+        net = self.networks.get(name)
+        users = network_in_use(self, net.name)
+        if users and not net.predefined:
+            raise Conflict(f"error while removing network: network {net.name} id "
+                           f"{net.id[:12]} has active endpoints",
+                           hint="remove the containers first: " +
+                                ", ".join(u.name for u in users))
+        self.networks.remove(net.name)  # refuses predefined networks and held addresses
+        delete_bridge(net)
+        remove_masquerade(net)
+        return net
 
     def remove_image(self, ref: str, *, force: bool = False) -> list[str]:
         """docker's rule: untagging one of several names is always allowed."""

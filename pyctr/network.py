@@ -13,7 +13,6 @@ namespace path, the endpoint, the proxies' PIDs, the address) so that exit,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pyctr.errors import UserError
 
@@ -61,7 +60,7 @@ def check(opts: NetOptions, engine, image_config: dict) -> list:
                         hint="pyctr network create --subnet CIDR NAME, then --network NAME")
     netns.check_conflicts(maps)
     if opts.mode == "bridge":
-        netns.NetworkStore(engine.root).get(opts.network)  # NotFound names the network
+        engine.networks.get(opts.network)  # NotFound names the network
     return maps
 
 
@@ -79,17 +78,21 @@ def setup(engine, c, opts: NetOptions, maps: list, hostname: str) -> dict:
         settings["SandboxKey"] = other.record["NetworkSettings"]["SandboxKey"]
         settings["JoinedContainer"] = other.id
         return settings
+    # each thing is recorded as soon as it exists: a `pyctr run` killed half-way
+    # leaves a record from which rm, the next command or prune undo exactly that
+    c.record["NetworkSettings"] = settings
     path = engine.run_dir / "netns" / c.id
-    netns.create_netns(path)
     settings["SandboxKey"] = str(path)
-    c.record["NetworkSettings"] = settings  # from here on, cleanup knows what to undo
+    c.save()
+    netns.create_netns(path)
     if opts.mode == "none":
         return settings
-    store = netns.NetworkStore(engine.root)
+    store = engine.networks
     net = store.get(opts.network)
+    settings["NetworkName"] = net.name
+    c.save()
     ip = store.allocate(net.name, c.id, ip=opts.ip,
                         names=[c.name, hostname, *opts.aliases])
-    settings["NetworkName"] = net.name
     netns.ensure_bridge(net)
     netns.ensure_masquerade(net)
     ep = netns.attach(net, c.id, path, ip, opts.aliases)
@@ -100,12 +103,14 @@ def setup(engine, c, opts: NetOptions, maps: list, hostname: str) -> dict:
                                       "Gateway": net.gateway, "IPPrefixLen": net.prefixlen,
                                       "MacAddress": netns.mac_for_ip(ip),
                                       "Aliases": list(opts.aliases)}
+    c.save()
     for m in maps:
         proxy = netns.start_proxy(m, ip)
         settings["Proxies"].append({"Pid": proxy.pid, "Mapping": proxy.mapping.to_dict()})
         key = f"{m.container_port}/{m.protocol}"
         settings["Ports"].setdefault(key, []).append(
             {"HostIp": proxy.mapping.bind_ip, "HostPort": str(proxy.mapping.host_port)})
+        c.save()
     return settings
 
 
@@ -116,7 +121,7 @@ def hosts_text(engine, c, hostname: str) -> str | None:
         return None
     from pyctr import netns
 
-    store = netns.NetworkStore(engine.root)
+    store = engine.networks
     peers = [(ip, names) for ip, names in store.hosts_entries(settings["NetworkName"])
              if ip != settings["IPAddress"]]
     return netns.render_hosts(hostname, settings["IPAddress"], peers)
@@ -139,9 +144,13 @@ def refresh_peers(engine, network: str, *, skip: str = "") -> None:
 
 
 def teardown(engine, c) -> None:
-    """Undo setup: proxies, veth, namespace file, address.  Idempotent (crash recovery too)."""
+    """Undo setup; idempotent, and whole even when the record is not (a crash half-way).
+
+    What is found by the container's id is removed whatever the record
+    says: its veth (by name), its namespace file, its addresses.
+    """
     settings = c.record.get("NetworkSettings") or {}
-    if settings.get("Mode") in (None, "host", "container"):
+    if settings.get("Mode") in ("host", "container"):
         return
     from pyctr import netns
 
@@ -149,15 +158,15 @@ def teardown(engine, c) -> None:
         netns.stop_proxy(proxy["Pid"])
     if settings.get("Endpoint"):
         netns.detach(netns.Endpoint.from_dict(settings["Endpoint"]))
-    elif settings.get("NetworkName"):
-        netns.cleanup(c.id)
-    if settings.get("SandboxKey") and Path(settings["SandboxKey"]).exists():
-        netns.remove_netns(settings["SandboxKey"])
-    network = settings.get("NetworkName")
-    if network:
-        netns.NetworkStore(engine.root).release(network, c.id)
+    netns.cleanup(c.id)  # sysfs first: pyroute2 only if a veth is still there
+    path = engine.run_dir / "netns" / c.id
+    if path.exists():
+        netns.remove_netns(path)
+    freed = engine.networks.release_all(c.id)
+    for network in freed:
         refresh_peers(engine, network, skip=c.id)
-    settings.update(Proxies=[], Endpoint=None)
+    if settings:
+        settings.update(Proxies=[], Endpoint=None)
 
 
 def network_in_use(engine, name: str) -> list:

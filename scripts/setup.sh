@@ -54,7 +54,7 @@ ln -sf "$VENV/bin/pyctr" "$BIN/pyctr"
     "$REPO/netns" "$REPO/cgroups" >"$LOG" 2>&1 || fail "cannot byte-compile pyctr"
 
 # The local busybox image, made from Debian's busybox-static through pyctr's own import.
-if ! "$BIN/pyctr" images --format json 2>/dev/null | grep -q '"busybox:latest"'; then
+if [ -z "$("$BIN/pyctr" images -q busybox:latest 2>/dev/null)" ]; then
     "$VENV/bin/python" "$REPO/scripts/make_busybox_rootfs.py" --tar /tmp/pyctr-busybox.$$.tar \
         >"$LOG" 2>&1 || fail "cannot build the busybox rootfs"
     "$BIN/pyctr" import --change 'CMD ["sh"]' /tmp/pyctr-busybox.$$.tar busybox:latest >"$LOG" 2>&1 \

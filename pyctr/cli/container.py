@@ -64,9 +64,8 @@ def run(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint, in
     return result.exit_code
 
 
-def _status(engine, c) -> str:
+def _status(c, status: str) -> str:
     state = c.record["State"]
-    status = engine.status(c)
     if status in ("running", "paused"):
         started = fmt.parse_time(state.get("StartedAt", ""))
         up = f"Up {fmt.human_duration(time.time() - started)}" if started else "Up"
@@ -98,16 +97,27 @@ def ps(engine, show_all, quiet, no_trunc, format_) -> None:
         for c in containers:
             click.echo(c.id if no_trunc else c.id[:12])
         return
-    if format_ == "json":
-        fmt.print_json([engine.inspect(c) for c in containers])
-        return
+    import json
+
     from pyctr.network import ps_ports
 
-    rows = [[c.id if no_trunc else c.id[:12], c.record.get("Image", ""), _command(c),
-             fmt.ago(c.record.get("Created", "")), _status(engine, c),
-             ps_ports(c) if engine.status(c) in ("running", "paused") else "", c.name]
-            for c in containers]
-    fmt.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
+    rows = []
+    for c in containers:
+        status = engine.status(c)
+        rows.append({"ID": c.id if no_trunc else c.id[:12], "Image": c.record.get("Image", ""),
+                     "Command": _command(c), "CreatedAt": c.record.get("Created", ""),
+                     "RunningFor": fmt.ago(c.record.get("Created", "")), "State": status,
+                     "Status": _status(c, status),
+                     "Ports": ps_ports(c) if status in ("running", "paused") else "",
+                     "Names": c.name,
+                     "Networks": c.record.get("HostConfig", {}).get("NetworkMode", "")})
+    if format_ == "json":  # one object per line, as docker ps --format json
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    fmt.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+              [[r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"],
+                r["Names"]] for r in rows])
 
 
 @click.command()
@@ -116,18 +126,8 @@ def ps(engine, show_all, quiet, no_trunc, format_) -> None:
 @click.pass_obj
 def rm(engine, force, containers) -> int:
     """Remove one or more containers."""
-    from pyctr.errors import PyctrError
-
-    failed = 0
     engine.reconcile()
-    for ref in containers:
-        try:
-            engine.remove_container(ref, force=force)
-            click.echo(ref)
-        except PyctrError as exc:
-            click.echo(f"pyctr: {exc.render()}", err=True)
-            failed = 1
-    return failed
+    return fmt.each(containers, lambda ref: engine.remove_container(ref, force=force))
 
 
 @click.command()
@@ -140,26 +140,12 @@ def inspect(engine, containers) -> int:
     return 0
 
 
-def _each(engine, refs, verb) -> int:
-    from pyctr.errors import PyctrError
-
-    failed = 0
-    for ref in refs:
-        try:
-            getattr(engine, verb)(ref)
-            click.echo(ref)
-        except PyctrError as exc:
-            click.echo(f"pyctr: {exc.render()}", err=True)
-            failed = 1
-    return failed
-
-
 @click.command()
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
 def pause(engine, containers) -> int:
     """Freeze every process of containers (the cgroup freezer)."""
-    return _each(engine, containers, "pause")
+    return fmt.each(containers, engine.pause)
 
 
 @click.command()
@@ -167,7 +153,7 @@ def pause(engine, containers) -> int:
 @click.pass_obj
 def unpause(engine, containers) -> int:
     """Thaw paused containers."""
-    return _each(engine, containers, "unpause")
+    return fmt.each(containers, engine.unpause)
 
 
 @click.command()

@@ -72,3 +72,22 @@ def human_duration(seconds: float) -> str:
 def ago(iso: str) -> str:
     t = parse_time(iso)
     return f"{human_duration(time.time() - t)} ago" if t else ""
+
+
+def each(refs, verb, *, echo=lambda ref, result: ref) -> int:
+    """Do ``verb(ref)`` for every ref as docker's multi-name verbs do: print each one
+    done, report each failure on stderr and go on; exit 1 if any failed."""
+    from pyctr.errors import PyctrError
+
+    failed = 0
+    for ref in refs:
+        try:
+            result = verb(ref)
+        except PyctrError as exc:
+            click.echo(f"pyctr: {exc.render()}", err=True)
+            failed = 1
+            continue
+        out = echo(ref, result)
+        if out is not None:
+            click.echo(out)
+    return failed

@@ -10,30 +10,36 @@ from pyctr.cli import fmt
 @click.command()
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
-@click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",
+              help="json: one object per image and name, as docker prints them.")
+@click.argument("reference", required=False, metavar="[REPOSITORY[:TAG]]")
 @click.pass_obj
-def images(engine, quiet, no_trunc, format_) -> None:
-    """List images."""
-    found = engine.images.list()
-    if format_ == "json":
-        fmt.print_json([{"Id": i.id, "RepoTags": i.names, "Created": i.created,
-                         "Size": i.size, "ManifestDigest": i.manifest_digest,
-                         "Os": i.os, "Architecture": i.architecture, "Config": i.config}
-                        for i in found])
-        return
+def images(engine, quiet, no_trunc, format_, reference) -> None:
+    """List images (those of REPOSITORY[:TAG] only, when given)."""
+    import json
+
     rows = []
-    for i in found:
+    for i in engine.images.list():
         short = i.id if no_trunc else i.id.split(":", 1)[-1][:12]
-        if quiet:
-            click.echo(short)
-            continue
         for name in i.names or ["<none>:<none>"]:
             repo, _, tag = name.rpartition(":")
             if "/" in tag or not repo:
                 repo, tag = name, ""
-            rows.append([repo, tag, short, fmt.ago(i.created), fmt.human_size(i.size)])
-    if not quiet:
-        fmt.table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+            if reference and reference not in (repo, name):
+                continue
+            rows.append({"ID": short, "Repository": repo, "Tag": tag,
+                         "CreatedAt": i.created, "CreatedSince": fmt.ago(i.created),
+                         "Size": fmt.human_size(i.size), "Digest": i.manifest_digest})
+    if quiet:
+        for short in dict.fromkeys(r["ID"] for r in rows):
+            click.echo(short)
+    elif format_ == "json":
+        for r in rows:
+            click.echo(json.dumps(r))
+    else:
+        fmt.table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+                  [[r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]]
+                   for r in rows])
 
 
 @click.command()
@@ -95,17 +101,8 @@ def tag(engine, source, target) -> None:
 @click.pass_obj
 def rmi(engine, force, images) -> int:
     """Remove one or more images."""
-    from pyctr.errors import PyctrError
-
-    failed = 0
-    for ref in images:
-        try:
-            for line in engine.remove_image(ref, force=force):
-                click.echo(line)
-        except PyctrError as exc:
-            click.echo(f"pyctr: {exc.render()}", err=True)
-            failed = 1
-    return failed
+    return fmt.each(images, lambda ref: engine.remove_image(ref, force=force),
+                    echo=lambda ref, lines: "\n".join(lines))
 
 
 COMMANDS = [images, load, import_, tag, rmi]

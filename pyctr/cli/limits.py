@@ -6,6 +6,8 @@ import time
 
 import click
 
+from pyctr.cli import fmt
+
 _LIMIT_OPTIONS = [
     click.option("-m", "--memory", metavar="BYTES", help="Memory limit (e.g. 64m)."),
     click.option("--memory-swap", metavar="BYTES",
@@ -48,21 +50,13 @@ def limit_flags(values: dict):
 @click.pass_obj
 def update(engine, containers, **limits) -> int:
     """Change the resource limits of running containers."""
-    from pyctr.errors import PyctrError, UserError
+    from pyctr.errors import UserError
 
     flags = limit_flags(limits)
     if not flags.given():
         raise UserError("you must provide one or more flags when using this command",
                         hint="e.g. pyctr update --memory 128m NAME")
-    failed = 0
-    for ref in containers:
-        try:
-            engine.update(ref, flags)
-            click.echo(ref)
-        except PyctrError as exc:
-            click.echo(f"pyctr: {exc.render()}", err=True)
-            failed = 1
-    return failed
+    return fmt.each(containers, lambda ref: engine.update(ref, flags))
 
 
 def _sample(engine, refs):
@@ -78,8 +72,23 @@ def _sample(engine, refs):
     return out
 
 
+def _net_io(c) -> tuple[int, int]:
+    """(received, sent) by the container: its host-side veth counts them the other way."""
+    ep = (c.record.get("NetworkSettings") or {}).get("Endpoint") or {}
+    name = ep.get("host_ifname")
+    if not name:
+        return 0, 0
+    try:
+        stats = f"/sys/class/net/{name}/statistics"
+        with open(f"{stats}/tx_bytes") as rx, open(f"{stats}/rx_bytes") as tx:
+            return int(rx.read()), int(tx.read())
+    except OSError:
+        return 0, 0
+
+
 def _row(c, st, prev, now_t) -> dict:
-    from pyctr.limits import host_memory
+    """One container's line, in docker stats' words and units (its JSON shape too)."""
+    from pyctr.limits import host_memory, human_bytes
 
     cpu = 0.0
     if prev is not None:
@@ -87,25 +96,18 @@ def _row(c, st, prev, now_t) -> dict:
         if now_t > pt:
             cpu = max(0.0, (st.cpu_usage_ns - pst.cpu_usage_ns) / ((now_t - pt) * 1e9) * 100)
     limit = st.memory_limit or host_memory()
-    return {"ID": c.id, "Name": c.name, "CPUPerc": round(cpu, 2),
-            "MemUsage": st.memory_usage, "MemLimit": limit,
-            "MemPerc": round(st.memory_usage / limit * 100, 2) if limit else 0.0,
-            "BlockRead": st.io_read_bytes, "BlockWrite": st.io_write_bytes,
-            "PIDs": st.pids_current}
+    rx, tx = _net_io(c)
+    return {"BlockIO": f"{fmt.human_size(st.io_read_bytes)} / {fmt.human_size(st.io_write_bytes)}",
+            "CPUPerc": f"{cpu:.2f}%", "Container": c.id[:12], "ID": c.id[:12],
+            "MemPerc": f"{st.memory_usage / limit * 100 if limit else 0:.2f}%",
+            "MemUsage": f"{human_bytes(st.memory_usage)} / {human_bytes(limit)}",
+            "Name": c.name, "NetIO": f"{fmt.human_size(rx)} / {fmt.human_size(tx)}",
+            "PIDs": str(st.pids_current)}
 
 
-def _table(rows: list[dict]) -> list[str]:
-    from pyctr.limits import human_bytes
-
-    head = ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "BLOCK I/O", "PIDS"]
-    body = [[r["ID"][:12], r["Name"], f"{r['CPUPerc']:.2f}%",
-             f"{human_bytes(r['MemUsage'])} / {human_bytes(r['MemLimit'])}",
-             f"{r['MemPerc']:.2f}%",
-             f"{human_bytes(r['BlockRead'])} / {human_bytes(r['BlockWrite'])}", str(r["PIDs"])]
-            for r in rows]
-    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-    return ["   ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
-            for line in [head] + body]
+_COLUMNS = [("CONTAINER ID", "ID"), ("NAME", "Name"), ("CPU %", "CPUPerc"),
+            ("MEM USAGE / LIMIT", "MemUsage"), ("MEM %", "MemPerc"), ("NET I/O", "NetIO"),
+            ("BLOCK I/O", "BlockIO"), ("PIDS", "PIDs")]
 
 
 @click.command()
@@ -132,13 +134,13 @@ def stats(engine, no_stream, format_, containers) -> int:
             cur = _sample(engine, refs)
             rows = [_row(c, st, prev.get(cid), t) for cid, (c, st, t) in cur.items()]
             if format_ == "json":
+                import json
                 for r in rows:
-                    click.echo(__import__("json").dumps(r))
+                    click.echo(json.dumps(r))
             else:
-                lines = _table(rows)
                 if tty:
                     click.echo("\x1b[2J\x1b[H", nl=False)  # refresh in place, as docker stats
-                click.echo("\n".join(lines))
+                fmt.table([h for h, _ in _COLUMNS], [[r[k] for _, k in _COLUMNS] for r in rows])
             if no_stream:
                 return 0
             if containers and not cur:

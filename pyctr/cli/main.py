@@ -14,9 +14,6 @@ import click
 from pyctr import __version__
 from pyctr.errors import EXIT_ENGINE, PyctrError
 
-# verbs that only print and need neither root nor the root dir
-_NO_ROOT = {"version", None}
-
 
 class Group(click.Group):
     """Usage errors exit 125 like the docker CLI's, and name the help command."""
@@ -65,11 +62,10 @@ class Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, root: str, run_dir: str, debug: bool) -> None:
     """pyctr: a teaching container runtime built directly on Linux primitives."""
-    from pyctr.engine import Engine, require_root
+    from pyctr.engine import Engine
 
-    if ctx.invoked_subcommand not in _NO_ROOT and "--help" not in sys.argv \
-            and "-h" not in sys.argv:
-        require_root("pyctr " + " ".join(sys.argv[1:]))
+    # root is checked when a verb first touches the stores (Engine.images,
+    # Engine.containers): --help and version never do
     ctx.obj = Engine(root=root, run_dir=run_dir)
     os.umask(0o022)
 

@@ -19,9 +19,9 @@ def network() -> None:
 @click.pass_obj
 def create(engine, subnet, gateway, name) -> None:
     """Create a bridge network."""
-    from pyctr.netns import NetworkStore, ensure_bridge
+    from pyctr.netns import ensure_bridge
 
-    net = NetworkStore(engine.root).create(name, subnet=subnet, gateway=gateway)
+    net = engine.networks.create(name, subnet=subnet, gateway=gateway)
     ensure_bridge(net)
     click.echo(net.id)
 
@@ -32,9 +32,8 @@ def create(engine, subnet, gateway, name) -> None:
 @click.pass_obj
 def ls(engine, quiet, format_) -> None:
     """List networks."""
-    from pyctr.netns import NetworkStore
 
-    nets = NetworkStore(engine.root).list()
+    nets = engine.networks.list()
     if quiet:
         for n in nets:
             click.echo(n.id[:12])
@@ -50,9 +49,8 @@ def ls(engine, quiet, format_) -> None:
 @click.pass_obj
 def inspect(engine, names) -> None:
     """Show networks as JSON, with the containers on them."""
-    from pyctr.netns import NetworkStore
 
-    store = NetworkStore(engine.root)
+    store = engine.networks
     out = []
     for name in names:
         net = store.get(name)
@@ -75,10 +73,10 @@ def inspect(engine, names) -> None:
 def rm(engine, names) -> int:
     """Remove networks (refused while a container uses them)."""
     from pyctr.errors import Conflict, PyctrError
-    from pyctr.netns import NetworkStore, delete_bridge, remove_masquerade
+    from pyctr.netns import delete_bridge, remove_masquerade
     from pyctr.network import network_in_use
 
-    store = NetworkStore(engine.root)
+    store = engine.networks
     failed = 0
     for name in names:
         try:

@@ -43,17 +43,22 @@ class Pyctr:
 
     def cleanup(self) -> None:
         """Remove what this root made: containers, then its networks' bridges."""
-        for c in json.loads(self.ok("ps", "-a", "--format", "json")):
-            self("rm", "-f", c["Id"])
+        for cid in self.ok("ps", "-aq", "--no-trunc").split():
+            self("rm", "-f", cid)
         for net in json.loads(self.ok("network", "ls", "--format", "json")):
             if net.get("bridge") and os.path.isdir(f"/sys/class/net/{net['bridge']}"):
                 subprocess.run(["ip", "link", "del", net["bridge"]], check=False)
 
     def container(self, name: str) -> dict:
-        for c in json.loads(self.ok("ps", "-a", "--format", "json")):
-            if c["Name"] == name:
-                return c
-        raise KeyError(name)
+        """`pyctr inspect NAME` (KeyError when there is no such container)."""
+        r = self("inspect", name)
+        if r.returncode != 0:
+            raise KeyError(name)
+        return json.loads(r.stdout)[0]
+
+    def image_names(self) -> set[str]:
+        return {f"{i['Repository']}:{i['Tag']}"
+                for i in map(json.loads, self.ok("images", "--format", "json").splitlines())}
 
 
 @pytest.fixture(scope="session")

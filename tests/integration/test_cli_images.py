@@ -54,8 +54,7 @@ def test_skopeo_docker_archive_and_oci_archive_run(own, umoci_layout, tmp_path):
     subprocess.run(["skopeo", "copy", f"oci:{umoci_layout}:latest",
                     f"oci-archive:{oci_tar}:v2"], check=True, capture_output=True)
     own.ok("load", "-i", str(oci_tar))
-    images = json.loads(own.ok("images", "--format", "json"))
-    names = {n for i in images for n in i["RepoTags"]}
+    names = own.image_names()
     assert {"demo:v1", "busybox:latest"} <= names
     # skopeo recompresses nothing here: the same diff_ids, so no new layer dirs
     assert len(layers_on_disk(own)) == 3

@@ -27,9 +27,10 @@ def net(pyctr):
     name = f"tn-{uuid.uuid4().hex[:8]}"
     pyctr.ok("network", "create", name)
     yield name
-    for c in json.loads(pyctr.ok("ps", "-a", "--format", "json")):
-        if c.get("HostConfig", {}).get("NetworkMode") == name:
-            pyctr("rm", "-f", c["Id"])
+    for line in pyctr.ok("ps", "-a", "--no-trunc", "--format", "json").splitlines():
+        c = json.loads(line)
+        if c["Networks"] == name:
+            pyctr("rm", "-f", c["ID"])
     pyctr.ok("network", "rm", name)
 
 

@@ -239,7 +239,7 @@ def test_masquerade_rule_lives_in_our_table_only_and_goes_with_the_network(env):
         assert nft.ensure_masquerade(net, table=table, require_forwarding=False) is True
         assert nft.ensure_masquerade(net, table=table, require_forwarding=False) is True
         rules = nft.masquerade_rules(table)
-        assert [c for _, c in rules] == [f"pyctr-net:{net.name}"]
+        assert [c for _, c in rules] == [f"pyctr-net:{net.bridge}"]
         shown = _nft_out("list", "table", "ip", table)
         assert f'ip saddr {net.subnet} oifname != "{net.bridge}" masquerade' in shown
     finally:

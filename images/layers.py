@@ -259,13 +259,26 @@ def _stale(name: str, mtime: float, me_started: float) -> bool:
     return started is None or started > mtime + 2  # btime is whole seconds: some slack
 
 
-def sweep_tmp(dirs: StoreDirs) -> None:
-    """Remove temp files and dirs whose writer died (a crash or kill -9 mid-load)."""
+def _tree_bytes(path: Path) -> int:
+    """The bytes of the files under ``path`` (the space a removal frees, near enough)."""
+    total = 0
+    for top, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(top, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def sweep_tmp(dirs: StoreDirs) -> int:
+    """Remove temp files and dirs whose writer died (a crash or kill -9 mid-load); bytes freed."""
     me_started = _started(os.getpid()) or 0.0
     try:
         names = os.listdir(dirs.tmp)
     except FileNotFoundError:
-        return
+        return 0
+    freed = 0
     for name in names:
         path = dirs.tmp / name
         try:
@@ -275,6 +288,9 @@ def sweep_tmp(dirs: StoreDirs) -> None:
         if not _stale(name, st.st_mtime, me_started):
             continue
         if os.path.isdir(path) and not os.path.islink(path):
+            freed += _tree_bytes(path)
             shutil.rmtree(path, ignore_errors=True)
         else:
+            freed += st.st_size
             path.unlink(missing_ok=True)
+    return freed

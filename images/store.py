@@ -50,6 +50,19 @@ def _repository(name: str) -> str:
     return parse_reference(name, default_tag=False).name
 
 
+def _is_hex_digest(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _human_size(n: float) -> str:
+    """docker's decimal units, as `pyctr images` prints them: 4.26MB."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.3g}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1000
+    return f"{n:.3g}TB"
+
+
 class ImageStore:
     """Images under ``root/images``; safe for several processes (flock) and threads."""
 
@@ -183,16 +196,25 @@ class ImageStore:
             out += self._collect(digest, image)
         return out
 
+    def _reachable(self) -> tuple[set[str], set[str]]:
+        """(blob digests, layer diff_ids) that the images in index.json use."""
+        used_blobs: set[str] = set()
+        used_layers: set[str] = set()
+        for d in self.index.by_manifest():
+            try:
+                m = json.loads(self._blob(d))
+                used_blobs |= {d, m["config"]["digest"]} | {ld["digest"] for ld in m["layers"]}
+                used_layers |= set(self._image(d, []).diff_ids)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ImageError(f"image {d} in index.json cannot be read: {exc}",
+                                 hint="load the image again (gc deletes nothing until then)") from None
+        return used_blobs, used_layers
+
     def _collect(self, digest: str, image: Image) -> list[str]:
         """Delete what only this image used (called under both locks)."""
         from . import layers as _layers
 
-        used_blobs: set[str] = set()
-        used_layers: set[str] = set()
-        for d in self.index.by_manifest():
-            m = json.loads(self._blob(d))
-            used_blobs |= {d, m["config"]["digest"]} | {ld["digest"] for ld in m["layers"]}
-            used_layers |= set(self._image(d, []).diff_ids)
+        used_blobs, used_layers = self._reachable()
         manifest = json.loads(self._blob(digest))
         out = [f"Deleted: {image.id}"]
         for blob in [digest, manifest["config"]["digest"]] + [ld["digest"] for ld in
@@ -204,6 +226,72 @@ class ImageStore:
                 _layers.remove_layer(self.dirs, diff_id)
                 out.append(f"Deleted: {diff_id}")
         return out
+
+    def gc(self) -> list[str]:
+        """Delete what no image in index.json reaches; the last line is the space freed.
+
+        An interrupted load or import (Ctrl-C, kill) can leave blobs, layer
+        dirs and their ``layers/l`` links that no image names, and temp
+        files in ``tmp/``; nothing else would ever remove them.  Reachable
+        is: each manifest in index.json, its config and layer blobs, and the
+        layer dirs of the config's diff_ids.  Holds the layer lock exclusive,
+        as ``remove`` does: a running load holds it shared until its image
+        is named, so gc waits for it and never takes a layer it shares.
+        Returns ``Deleted: sha256:…`` per blob or layer, then
+        ``Total reclaimed space: 1.2MB``.
+        """
+        from . import layers as _layers
+
+        self._ensure()
+        out: list[str] = []
+        freed = 0
+        with self.index.layers_locked(exclusive=True), self.index.locked():
+            used_blobs, used_layers = self._reachable()  # first: a damaged index deletes nothing
+            freed += _layers.sweep_tmp(self.dirs)
+            freed += self._sweep_index_tmp()
+            for name in sorted(os.listdir(self.dirs.blobs)):
+                if not _is_hex_digest(name) or f"sha256:{name}" in used_blobs:
+                    continue
+                path = self.dirs.blobs / name
+                try:
+                    size = path.lstat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                freed += size
+                out.append(f"Deleted: sha256:{name}")
+            kept_links = set()
+            for name in sorted(os.listdir(self.dirs.layers)):
+                if not _is_hex_digest(name):
+                    continue  # l/ and anything pyctr did not make
+                diff_id = f"sha256:{name}"
+                if diff_id in used_layers:
+                    try:
+                        kept_links.add((self.dirs.layer_dir(diff_id) / "link").read_text().strip())
+                    except OSError:
+                        pass
+                    continue
+                freed += layer_size(self.dirs, diff_id)
+                _layers.remove_layer(self.dirs, diff_id)
+                out.append(f"Deleted: {diff_id}")
+            links = self.dirs.layers / "l"
+            for name in os.listdir(links):
+                if name not in kept_links:  # dangling, or a loser's link a kill left behind
+                    (links / name).unlink(missing_ok=True)
+        return [*dict.fromkeys(out), f"Total reclaimed space: {_human_size(freed)}"]
+
+    def _sweep_index_tmp(self) -> int:
+        """index.json temp files of killed writers (called holding the index lock: none is live)."""
+        freed = 0
+        for name in os.listdir(self.top):
+            if name.startswith(".index-"):
+                path = self.top / name
+                try:
+                    freed += path.lstat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+        return freed
 
     # -- importers (importer.py, imported only here: `pyctr run` never needs it) --
     def load(self, path: Path, *, repo: str | None = None) -> list[Image]:

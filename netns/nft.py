@@ -3,7 +3,11 @@
 ``ensure_masquerade`` adds ``ip saddr SUBNET oifname != BRIDGE masquerade``
 to ``table ip pyctr`` only when the host already forwards (ip_forward=1):
 pyctr reads that sysctl, never writes it.  Rules carry a comment naming the
-network, so removal finds them by name; the table goes when it is empty.
+network's bridge (``pyctr-net:BRIDGE``), unique per root and network: every
+root has a network called ``bridge``, so a comment by network name would let
+one root delete another's rule.  Removal finds rules by that comment (and
+the older ``pyctr-net:NAME`` ones only when their oifname is this bridge);
+the table goes when it is empty.
 Only ``nft`` on our own table: never a flush of the ruleset, never another
 table.
 """
@@ -41,21 +45,38 @@ def _nft(*args: str, input: str | None = None) -> str:
 
 
 def _comment(network: Network) -> str:
-    return f"pyctr-net:{network.name}"
+    return f"pyctr-net:{network.bridge}"
 
 
-def masquerade_rules(table: str = TABLE) -> list[tuple[int, str]]:
-    """(handle, comment) of the rules in our chain; [] when the table is absent."""
+def _oifname(rule: dict) -> str | None:
+    """The bridge of ``oifname != BRIDGE`` in a rule as ``nft -j`` shows it."""
+    for expr in rule.get("expr", []):
+        match = expr.get("match") if isinstance(expr, dict) else None
+        if match and (match.get("left") or {}).get("meta", {}).get("key") == "oifname":
+            right = match.get("right")
+            return right if isinstance(right, str) else None
+    return None
+
+
+def _rules(table: str) -> list[dict]:
     try:
         out = _nft("-j", "list", "chain", "ip", table, CHAIN)
     except PyctrError:
         return []
-    rules = []
-    for item in json.loads(out).get("nftables", []):
-        rule = item.get("rule")
-        if rule:
-            rules.append((rule["handle"], rule.get("comment", "")))
-    return rules
+    return [item["rule"] for item in json.loads(out).get("nftables", []) if item.get("rule")]
+
+
+def masquerade_rules(table: str = TABLE) -> list[tuple[int, str]]:
+    """(handle, comment) of the rules in our chain; [] when the table is absent."""
+    return [(rule["handle"], rule.get("comment", "")) for rule in _rules(table)]
+
+
+def _handles_of(network: Network, table: str) -> list[int]:
+    """The network's rules: by its comment, or a pre-bridge-key rule on its own bridge."""
+    legacy = f"pyctr-net:{network.name}"
+    return [rule["handle"] for rule in _rules(table)
+            if rule.get("comment") == _comment(network)
+            or (rule.get("comment") == legacy and _oifname(rule) == network.bridge)]
 
 
 def ensure_masquerade(network: Network, *, table: str = TABLE,
@@ -69,7 +90,9 @@ def ensure_masquerade(network: Network, *, table: str = TABLE,
         return False
     if require_forwarding and not host_forwards():
         return False
-    if any(c == _comment(network) for _, c in masquerade_rules(table)):
+    if not network.bridge:
+        raise PyctrError(f"network {network.name} has no bridge name", step="masquerade")
+    if _handles_of(network, table):
         return True
     _nft("-f", "-", input=(
         f"add table ip {table}\n"
@@ -89,8 +112,8 @@ def _table_exists(table: str) -> bool:
 
 def remove_masquerade(network: Network, *, table: str = TABLE) -> None:
     """Delete the network's rule; delete our table once no rule is left. Idempotent."""
-    for handle, comment in masquerade_rules(table):
-        if comment == _comment(network):
+    if network.bridge:  # no bridge, no rule: ensure_masquerade never adds one
+        for handle in _handles_of(network, table):
             _nft("delete", "rule", "ip", table, CHAIN, "handle", str(handle))
     if not masquerade_rules(table) and _table_exists(table):
         _nft("delete", "table", "ip", table)

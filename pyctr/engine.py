@@ -151,12 +151,14 @@ class Engine(RunMixin):
     def _release(self, c: Container) -> None:
         """What a stopped container may still hold: network, rootfs mount, cgroup, state."""
         from pyctr import network
+        from pyctr.limits import release_parent
 
         network.teardown(self, c)
         self._unmount_rootfs(c)
         mgr = self.cgroup(c)
         if mgr is not None and mgr.exists:
             mgr.destroy()
+        release_parent(self.root, c.record.get("HostConfig", {}).get("CgroupParent"))
         state_dir = self.runtime_root / c.id
         if state_dir.exists():
             import shutil
@@ -185,8 +187,9 @@ class Engine(RunMixin):
                 cleaned.append(c.id)
         return cleaned
 
-    def prune(self) -> tuple[list[str], list[str]]:
-        """`pyctr system prune`: stopped containers, and cgroups no container owns."""
+    def prune(self) -> tuple[list[str], list[str], list[str]]:
+        """`pyctr system prune`: stopped containers, cgroups no container owns, dangling
+        images (no name, no container) and store blobs and layers nothing references."""
         self.reconcile()
         removed = []
         for c in self.containers.list():
@@ -194,24 +197,33 @@ class Engine(RunMixin):
                 self._release(c)
                 self.containers.remove_dir(c)
                 removed.append(c.id)
-        return removed, self._prune_cgroups()
+        cgroups = self._prune_cgroups()
+        images = []
+        for image in self.images.list():
+            if not image.names and not self.containers.using_image(image.id):
+                images += self.images.remove(image.id)
+        return removed, cgroups, images + self.images.gc()
 
     def _prune_cgroups(self) -> list[str]:
         """Leaf cgroups under /pyctr named like a container id with no container record."""
         from pyctr.cgroups import detect
-        from pyctr.limits import open_container_cgroup
+        from pyctr.limits import known_parents, open_container_cgroup, release_parent
 
         known = {c.id for c in self.containers.list()}
         layout = detect()
         roots = [layout.unified] if layout.driver == "v2" else list(layout.v1.values())
+        parents = ["pyctr", *sorted(known_parents(self.root))]
         stale = set()
         for root in roots:
-            parent = Path(root) / "pyctr"
-            if parent.is_dir():
-                stale |= {e.name for e in os.scandir(parent)
-                          if e.is_dir() and len(e.name) == 64 and e.name not in known}
-        for cid in sorted(stale):
-            open_container_cgroup(f"/pyctr/{cid}").destroy()
+            for parent in parents:
+                d = Path(root) / parent
+                if d.is_dir():
+                    stale |= {f"/{parent}/{e.name}" for e in os.scandir(d)
+                              if e.is_dir() and len(e.name) == 64 and e.name not in known}
+        for path in sorted(stale):
+            open_container_cgroup(path).destroy()
+        for parent in parents:
+            release_parent(self.root, parent)
         return sorted(stale)
 
     # ---- networks ---------------------------------------------------------------

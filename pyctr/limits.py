@@ -100,6 +100,70 @@ def cgroup_path(parent: str | None, container_id: str) -> str:
     return f"/{parent}/{container_id}"
 
 
+def _hierarchy_roots() -> list:
+    from pathlib import Path
+
+    from pyctr.cgroups import detect
+
+    layout = detect()
+    return [Path(layout.unified)] if layout.driver == "v2" else list(layout.v1.values())
+
+
+def claim_parent(root, parent: str | None) -> None:
+    """Refuse a --cgroup-parent that exists and that pyctr did not make; remember the rest.
+
+    pyctr only ever writes to cgroups it created (a machine's own cgroup,
+    such as the one its processes start in here, is not ours to fill).
+    Parents pyctr makes are listed in ROOT/cgroup-parents so that later
+    runs may use them again and prune can look inside them.
+    """
+    from pathlib import Path
+
+    parent = (parent or "pyctr").strip("/")
+    if parent.split("/")[0] == "pyctr":
+        return
+    known = known_parents(root)
+    if parent in known:
+        return
+    parts = parent.split("/")
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        if prefix in known:
+            continue
+        if any((r / prefix).is_dir() for r in _hierarchy_roots()):
+            raise UserError(f'--cgroup-parent "{parent}": the cgroup /{prefix} exists and '
+                            "pyctr did not create it",
+                            hint="pyctr only creates cgroups below parents of its own: "
+                                 "name a new parent (pyctr makes it) or leave the default")
+    listing = Path(root) / "cgroup-parents"
+    listing.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(listing, "a") as f:
+        f.write(parent + "\n")
+
+
+def known_parents(root) -> set[str]:
+    from pathlib import Path
+
+    try:
+        return set(filter(None, (Path(root) / "cgroup-parents").read_text().split("\n")))
+    except FileNotFoundError:
+        return set()
+
+
+def release_parent(root, parent: str | None) -> None:
+    """rmdir a parent pyctr made (and its own made ancestors) once no cgroup is left in it."""
+    parent = (parent or "pyctr").strip("/")
+    if parent.split("/")[0] == "pyctr" or parent not in known_parents(root):
+        return
+    parts = parent.split("/")
+    for i in range(len(parts), 0, -1):
+        for r in _hierarchy_roots():
+            try:
+                (r / "/".join(parts[:i])).rmdir()
+            except OSError:
+                pass  # not empty (another container), or never made in this hierarchy
+
+
 def open_container_cgroup(path: str):
     """The Manager of a container's cgroup; its parent's first component is pyctr's own."""
     from pyctr.cgroups import open_manager

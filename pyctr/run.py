@@ -52,7 +52,7 @@ class RunMixin:
     def run(self, opts: B.RunOptions) -> RunResult:
         """Run a container in the foreground; its exit status is docker's."""
         from pyctr import network
-        from pyctr.limits import cgroup_path, resources_from_flags
+        from pyctr.limits import cgroup_path, claim_parent, resources_from_flags
 
         require_overlayfs()
         if opts.name is not None:
@@ -66,6 +66,7 @@ class RunMixin:
         B.parse_env(opts.env)
         resources, _ = resources_from_flags(opts.limits)  # docker's texts, before anything exists
         cgroup_path(opts.cgroup_parent, "check")
+        claim_parent(self.root, opts.cgroup_parent)
         image = self.images.resolve(opts.image)
         cfg = image.config or {}
         args = B.process_args(cfg, opts)
@@ -107,7 +108,10 @@ class RunMixin:
                 self._finish(c, exit_code=125, error=str(exc))
             raise
         finally:
+            from pyctr.limits import release_parent
+
             network.teardown(self, c)
+            release_parent(self.root, opts.cgroup_parent)  # the runtime removed the cgroup
             self._unmount_rootfs(c)
             if opts.rm:
                 self.containers.remove_dir(c)

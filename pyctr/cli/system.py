@@ -54,18 +54,20 @@ def system() -> None:
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
 @click.pass_obj
 def prune(engine, force) -> None:
-    """Remove stopped containers and cgroups no container owns."""
+    """Remove stopped containers, leftover cgroups, dangling images and unused layers."""
     import sys
 
     if not force and sys.stdin.isatty():
         click.confirm("This will remove all stopped containers and leftover cgroups. "
                       "Continue?", abort=True)
-    containers, cgroups = engine.prune()
+    containers, cgroups, images = engine.prune()
     if containers:
-        click.echo("Deleted Containers:\n" + "\n".join(containers))
+        click.echo("Deleted Containers:\n" + "\n".join(containers) + "\n")
     if cgroups:
-        click.echo("Deleted cgroups:\n" + "\n".join(f"/pyctr/{c}" for c in cgroups))
-    click.echo(f"Total: {len(containers)} containers, {len(cgroups)} cgroups")
+        click.echo("Deleted cgroups:\n" + "\n".join(cgroups) + "\n")
+    if len(images) > 1:
+        click.echo("Deleted Images:\n" + "\n".join(images[:-1]) + "\n")
+    click.echo(images[-1] if images else "Total reclaimed space: 0B")
 
 
 COMMANDS = [info, system]

@@ -145,3 +145,15 @@ def test_load_of_a_missing_path_is_a_clear_error(own):
     r = own("load", "-i", "/nonexistent/image.tar")
     assert r.returncode == 125
     assert "/nonexistent/image.tar" in r.stderr and "hint" in r.stderr
+
+
+def test_system_prune_removes_what_an_interrupted_import_left(own, busybox_tar):
+    own.ok("import", str(busybox_tar), "keep:1")
+    blobs = own.root / "images" / "blobs" / "sha256"
+    data = b"half of an import"
+    orphan = blobs / hashlib.sha256(data).hexdigest()
+    orphan.write_bytes(data)  # a blob no manifest names, as a killed import leaves it
+    out = own.ok("system", "prune", "-f")
+    assert f"Deleted: sha256:{orphan.name}" in out and "Total reclaimed space" in out
+    assert not orphan.exists()
+    assert own.ok("run", "--rm", "--network", "none", "keep:1", "echo", "ok") == "ok\n"

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,21 @@ def test_a_crashed_runs_cgroup_goes_with_the_next_command_and_prune(pyctr, name)
     assert not cgroup_file(orphan, "memory", "").exists()
     with pytest.raises(KeyError):
         pyctr.container(name)
+
+
+def test_cgroup_parent_is_made_and_removed_but_never_a_foreign_one(pyctr, name):
+    parent = f"pyctr-cgp-{uuid.uuid4().hex[:8]}/sub"  # a test-specific parent
+    proc = start(pyctr, name, "--cgroup-parent", parent, "busybox", "sleep", "30")
+    try:
+        c = pyctr.container(name)
+        assert c["HostConfig"]["CgroupPath"] == f"/{parent}/{c['Id']}"
+        assert str(c["State"]["Pid"]) in cgroup_file(
+            c["HostConfig"]["CgroupPath"], "pids", "cgroup.procs").read_text().split()
+    finally:
+        stop(pyctr, name, proc)
+    assert not cgroup_file(f"/{parent.split('/')[0]}", "pids", "").exists()
+    # a cgroup that exists and that pyctr did not make is never filled
+    foreign = cgroup_file("/pyctr-test", "pids", "")
+    foreign.mkdir(exist_ok=True)
+    r = pyctr("run", "--rm", "--cgroup-parent", "pyctr-test", "busybox", "true")
+    assert r.returncode == 125 and "pyctr did not create it" in r.stderr

@@ -218,7 +218,8 @@ class NetworkStore:
         if len(hits) > 1:
             raise Conflict(f"network {name} is ambiguous ({len(hits)} matches found based on ID "
                            "prefix)")
-        raise NotFound(f"network {name} not found")
+        raise NotFound(f"network {name} not found",
+                       hint="pyctr network ls lists them; pyctr network create NAME makes one")
 
     def remove(self, name: str) -> Network:
         """Forget a network; refused for predefined ones and while addresses are allocated.

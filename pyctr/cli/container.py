@@ -23,6 +23,7 @@ from pyctr.network import NetOptions
 @click.option("-u", "--user", help="User (name|uid[:group|gid]) from the image's /etc/passwd.")
 @click.option("-h", "--hostname", help="Container host name.")
 @click.option("--entrypoint", help="Overwrite the image's ENTRYPOINT.")
+@click.option("-d", "--detach", is_flag=True, hidden=True)
 @click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
 @click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
 @click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
@@ -43,12 +44,19 @@ from pyctr.network import NetOptions
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def run(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint, interactive, tty,
+def run(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint, detach,
+        interactive, tty,
         read_only, volume, tmpfs, network, network_alias, ip, publish, publish_all,
         cgroup_parent, image, command, **limits) -> int:
     """Run a command in a new container (in the foreground)."""
     import os
 
+    if detach:
+        from pyctr.errors import UserError
+        raise UserError("detached mode (-d) needs the pyctr daemon, which this version "
+                        "does not have yet",
+                        hint="run in the foreground, or in the background with your shell: "
+                             "pyctr run … &")
     if tty and interactive and not os.isatty(0):
         raise click.UsageError("the input device is not a TTY")
     opts = RunOptions(image=image, command=list(command), name=name, rm=rm, env=list(env),
@@ -135,9 +143,11 @@ def rm(engine, force, containers) -> int:
 @click.pass_obj
 def inspect(engine, containers) -> int:
     """Show the state and configuration of containers as JSON (docker inspect's shape)."""
-    out = [engine.inspect(engine.containers.get(ref)) for ref in containers]
+    out = []
+    failed = fmt.each(containers, lambda ref: out.append(
+        engine.inspect(engine.containers.get(ref))), echo=lambda ref, _: None)
     fmt.print_json(out)
-    return 0
+    return failed
 
 
 @click.command()

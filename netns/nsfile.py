@@ -73,12 +73,26 @@ def create_netns(path: Path | str) -> None:
     t = threading.Thread(target=in_thread, name="pyctr-netns")
     t.start()
     t.join()
+    _wait_task_gone(t.native_id)
     if failure:
         syscall, err = failure[0]
         path.unlink(missing_ok=True)
         raise PyctrError(os.strerror(err), step="create netns", syscall=syscall,
                          path=str(path), errno=err,
                          hint="needs root (CAP_SYS_ADMIN)" if err == 1 else None)
+
+
+def _wait_task_gone(tid: int | None, timeout: float = 1.0) -> None:
+    """join() returns before the kernel has reaped the thread's task: wait for it.
+
+    The caller forks next (the runtime refuses to fork while /proc/self/task
+    lists another thread), so the thread must really be gone, not just done.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while tid and os.path.exists(f"/proc/self/task/{tid}") and time.monotonic() < deadline:
+        time.sleep(0.0001)
 
 
 def _loopback_up() -> None:

@@ -100,7 +100,8 @@ def main() -> int:
         rt_state = str(base / "rt-state")
         rows = {
             "pyctr run": lambda i: pyctr + ["run", "--rm", "--network", "none", "busybox", "true"],
-            "pyctr run +limits": lambda i: pyctr + ["run", "--rm", "--memory", "64m",
+            "pyctr run +limits": lambda i: pyctr + ["run", "--rm", "--network", "none",
+                                                    "--memory", "64m",
                                                     "--pids-limit", "64", "busybox", "true"],
             "runtime no cgroup": lambda i: [sys.executable, "-c", _RUNTIME, f"p{i}",
                                             str(plain), rt_state],

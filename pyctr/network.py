@@ -154,12 +154,16 @@ def teardown(engine, c) -> None:
         return
     from pyctr import netns
 
+    path = engine.run_dir / "netns" / c.id
+    if settings.get("Mode") == "none":  # recorded before anything was made: a file only
+        if path.exists():
+            netns.remove_netns(path)
+        return
     for proxy in settings.get("Proxies") or []:
         netns.stop_proxy(proxy["Pid"])
     if settings.get("Endpoint"):
         netns.detach(netns.Endpoint.from_dict(settings["Endpoint"]))
     netns.cleanup(c.id)  # sysfs first: pyroute2 only if a veth is still there
-    path = engine.run_dir / "netns" / c.id
     if path.exists():
         netns.remove_netns(path)
     freed = engine.networks.release_all(c.id)

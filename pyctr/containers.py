@@ -72,7 +72,12 @@ class Container:
         return not self.record.get("HostConfig", {}).get("AutoRemove", False)
 
     def save(self) -> None:
-        atomic_write_json(self.dir / "container.json", self.record, sync=self.durable)
+        """Write the record; a container removed meanwhile (rm -f) stays removed."""
+        try:
+            atomic_write_json(self.dir / "container.json", self.record, sync=self.durable)
+        except FileNotFoundError:
+            if self.dir.exists():
+                raise
 
 
 class ContainerStore:
@@ -151,8 +156,15 @@ class ContainerStore:
         raise NotFound(f"no such container: {ref}", hint="pyctr ps -a lists the containers")
 
     def remove_dir(self, c: Container) -> None:
+        """Rename, then delete: a `pyctr run` still saving the record cannot bring it back."""
         import shutil
-        shutil.rmtree(c.dir, ignore_errors=True)
+
+        gone = self.dir / f".removed-{c.id}-{os.getpid()}"
+        try:
+            os.rename(c.dir, gone)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(gone, ignore_errors=True)
 
     def using_image(self, image_id: str) -> list[Container]:
         return [c for c in self.list() if c.record.get("ImageID") == image_id]

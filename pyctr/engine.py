@@ -198,6 +198,9 @@ class Engine(RunMixin):
                 self.containers.remove_dir(c)
                 removed.append(c.id)
         cgroups = self._prune_cgroups()
+        import shutil
+        for leftover in self.containers.dir.glob(".removed-*"):  # a remove that raced a save
+            shutil.rmtree(leftover, ignore_errors=True)
         images = []
         for image in self.images.list():
             if not image.names and not self.containers.using_image(image.id):

@@ -72,29 +72,7 @@ def inspect(engine, names) -> None:
 @click.pass_obj
 def rm(engine, names) -> int:
     """Remove networks (refused while a container uses them)."""
-    from pyctr.errors import Conflict, PyctrError
-    from pyctr.netns import delete_bridge, remove_masquerade
-    from pyctr.network import network_in_use
-
-    store = engine.networks
-    failed = 0
-    for name in names:
-        try:
-            net = store.get(name)
-            users = network_in_use(engine, net.name)
-            if users and not net.predefined:
-                raise Conflict(f"error while removing network: network {net.name} id "
-                               f"{net.id[:12]} has active endpoints",
-                               hint="remove the containers first: " +
-                                    ", ".join(u.name for u in users))
-            store.remove(net.name)  # refuses predefined networks and held addresses
-            delete_bridge(net)
-            remove_masquerade(net)
-            click.echo(name)
-        except PyctrError as exc:
-            click.echo(f"pyctr: {exc.render()}", err=True)
-            failed = 1
-    return failed
+    return fmt.each(names, engine.remove_network)
 
 
 COMMANDS = [network]

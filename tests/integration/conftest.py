@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,35 @@ class Pyctr:
         r = self(*args, **kw)
         assert r.returncode == 0, f"pyctr {' '.join(args)} -> {r.returncode}\n{r.stderr}"
         return r.stdout
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        """`pyctr run --name NAME ARGS…` in the background; returns once it runs."""
+        proc = subprocess.Popen(self.argv("run", "--name", name, *args),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.container(name)["State"]["Status"] == "running":
+                    return proc
+            except KeyError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited early: {proc.stderr.read()}")
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"{name} never ran")
+
+    def stop(self, name: str, proc: subprocess.Popen) -> None:
+        """rm -f the container, then make sure its `pyctr run` is gone too."""
+        self("rm", "-f", name)
+        try:
+            proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def cleanup(self) -> None:
         """Remove what this root made: containers, then its networks' bridges."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -30,37 +29,8 @@ def cgroup_file(path: str, controller: str, name: str) -> Path:
     return Path(base) / path.lstrip("/") / name
 
 
-def start(pyctr, name: str, *args: str) -> subprocess.Popen:
-    """`pyctr run --name NAME ARGS` in the background; returns when it runs."""
-    proc = subprocess.Popen(pyctr.argv("run", "--name", name, *args),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if pyctr.container(name)["State"]["Status"] == "running":
-                return proc
-        except KeyError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"container exited early: {proc.stderr.read()}")
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("container never ran")
-
-
-def stop(pyctr, name: str, proc: subprocess.Popen) -> None:
-    pyctr("rm", "-f", name)
-    try:
-        proc.wait(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_limit_files_hold_the_values_asked_for(pyctr, name):
-    proc = start(pyctr, name, "--memory", "64m", "--cpus", "0.5", "--cpu-shares", "512",
+    proc = pyctr.start(name, "--memory", "64m", "--cpus", "0.5", "--cpu-shares", "512",
                  "--pids-limit", "64", "--cpuset-cpus", "0", "busybox", "sleep", "60")
     try:
         c = pyctr.container(name)
@@ -83,7 +53,7 @@ def test_limit_files_hold_the_values_asked_for(pyctr, name):
         inside = pyctr.ok("inspect", name)
         assert json.loads(inside)[0]["HostConfig"]["Memory"] == 64 << 20
     finally:
-        stop(pyctr, name, proc)
+        pyctr.stop(name, proc)
     # removed with the container
     assert not cgroup_file(path, "pids", "").exists()
 
@@ -123,7 +93,7 @@ def test_fork_bomb_stops_at_the_pids_limit(pyctr):
 
 
 def test_cpus_half_gets_half_a_cpu(pyctr, name):
-    proc = start(pyctr, name, "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done")
+    proc = pyctr.start(name, "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done")
     try:
         c = pyctr.container(name)
         path = c["HostConfig"]["CgroupPath"]
@@ -140,11 +110,11 @@ def test_cpus_half_gets_half_a_cpu(pyctr, name):
         share = (u1 - u0) / ((t1 - t0) * 1e9)
         assert 0.5 * 0.85 <= share <= 0.5 * 1.15, share
     finally:
-        stop(pyctr, name, proc)
+        pyctr.stop(name, proc)
 
 
 def test_stats_update_pause_unpause(pyctr, name):
-    proc = start(pyctr, name, "--memory", "64m", "busybox", "sh", "-c",
+    proc = pyctr.start(name, "--memory", "64m", "busybox", "sh", "-c",
                  "while :; do :; done")
     try:
         out = json.loads(pyctr.ok("stats", "--no-stream", "--format", "json", name))
@@ -174,11 +144,11 @@ def test_stats_update_pause_unpause(pyctr, name):
         cpu1 = json.loads(pyctr.ok("stats", "--no-stream", "--format", "json", name))
         assert float(cpu1["CPUPerc"].rstrip("%")) > 10
     finally:
-        stop(pyctr, name, proc)
+        pyctr.stop(name, proc)
 
 
 def test_no_cgroup_remains_after_a_sigkill_from_outside(pyctr, name):
-    proc = start(pyctr, name, "busybox", "sleep", "60")
+    proc = pyctr.start(name, "busybox", "sleep", "60")
     c = pyctr.container(name)
     path = c["HostConfig"]["CgroupPath"]
     assert cgroup_file(path, "pids", "cgroup.procs").exists()
@@ -216,7 +186,7 @@ def test_cgroup_namespace_shows_the_containers_own_cgroup_as_root(pyctr):
 
 
 def test_a_crashed_runs_cgroup_goes_with_the_next_command_and_prune(pyctr, name):
-    proc = start(pyctr, name, "--memory", "64m", "busybox", "sleep", "60")
+    proc = pyctr.start(name, "--memory", "64m", "busybox", "sleep", "60")
     c = pyctr.container(name)
     path = c["HostConfig"]["CgroupPath"]
     proc.send_signal(signal.SIGKILL)  # pyctr run dies without cleaning up …
@@ -239,14 +209,14 @@ def test_a_crashed_runs_cgroup_goes_with_the_next_command_and_prune(pyctr, name)
 
 def test_cgroup_parent_is_made_and_removed_but_never_a_foreign_one(pyctr, name):
     parent = f"pyctr-cgp-{uuid.uuid4().hex[:8]}/sub"  # a test-specific parent
-    proc = start(pyctr, name, "--cgroup-parent", parent, "busybox", "sleep", "30")
+    proc = pyctr.start(name, "--cgroup-parent", parent, "busybox", "sleep", "30")
     try:
         c = pyctr.container(name)
         assert c["HostConfig"]["CgroupPath"] == f"/{parent}/{c['Id']}"
         assert str(c["State"]["Pid"]) in cgroup_file(
             c["HostConfig"]["CgroupPath"], "pids", "cgroup.procs").read_text().split()
     finally:
-        stop(pyctr, name, proc)
+        pyctr.stop(name, proc)
     assert not cgroup_file(f"/{parent.split('/')[0]}", "pids", "").exists()
     # a cgroup that exists and that pyctr did not make is never filled
     foreign = cgroup_file("/pyctr-test", "pids", "")

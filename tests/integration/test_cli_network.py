@@ -34,34 +34,6 @@ def net(pyctr):
     pyctr.ok("network", "rm", name)
 
 
-def start(pyctr, name: str, *args: str) -> subprocess.Popen:
-    proc = subprocess.Popen(pyctr.argv("run", "--name", name, *args), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if pyctr.container(name)["State"]["Status"] == "running":
-                return proc
-        except KeyError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"{name} exited early: {proc.stderr.read()}")
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError(f"{name} never ran")
-
-
-def stop(pyctr, *pairs) -> None:
-    for name, proc in pairs:
-        pyctr("rm", "-f", name)
-        try:
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
 def gone(pid: int) -> bool:
     """Not running: no such process, or a zombie its new parent has yet to reap."""
     try:
@@ -75,7 +47,7 @@ def pyctr_links() -> set[str]:
 
 
 def test_containers_on_a_user_network_reach_each_other_by_name(pyctr, net, name):
-    server = start(pyctr, f"{name}-web", "--network", net, "--network-alias", "web",
+    server = pyctr.start(f"{name}-web", "--network", net, "--network-alias", "web",
                    "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
     try:
         ip = pyctr.container(f"{name}-web")["NetworkSettings"]["IPAddress"]
@@ -88,11 +60,11 @@ def test_containers_on_a_user_network_reach_each_other_by_name(pyctr, net, name)
         web_hostname = pyctr.container(f"{name}-web")["Config"]["Hostname"]
         assert lines[-1] == web_hostname
     finally:
-        stop(pyctr, (f"{name}-web", server))
+        pyctr.stop(f"{name}-web", server)
 
 
 def test_published_port_on_127_0_0_1_and_pyctr_port(pyctr, name):
-    proc = start(pyctr, name, "-p", "80", "-p", "127.0.0.1::81", "busybox", "sh", "-c",
+    proc = pyctr.start(name, "-p", "80", "-p", "127.0.0.1::81", "busybox", "sh", "-c",
                  "echo hello-from-httpd > /tmp/index.html; httpd -p 80 -h /tmp; "
                  "httpd -f -p 81 -h /tmp")
     try:
@@ -113,19 +85,19 @@ def test_published_port_on_127_0_0_1_and_pyctr_port(pyctr, name):
         assert body == b"hello-from-httpd\n"
         assert f"0.0.0.0:{port80}->80/tcp" in pyctr.ok("ps")
     finally:
-        stop(pyctr, (name, proc))
+        pyctr.stop(name, proc)
     r = pyctr("port", name)
     assert r.returncode != 0 and "no such container" in r.stderr
 
 
 def test_fixed_host_port_taken_is_a_clear_error(pyctr, name):
-    proc = start(pyctr, name, "-p", "127.0.0.1:18089:80", "busybox", "sleep", "30")
+    proc = pyctr.start(name, "-p", "127.0.0.1:18089:80", "busybox", "sleep", "30")
     try:
         r = pyctr("run", "--rm", "-p", "127.0.0.1:18089:80", "busybox", "true")
         assert r.returncode == 125
         assert "18089" in r.stderr and "already allocated" in r.stderr
     finally:
-        stop(pyctr, (name, proc))
+        pyctr.stop(name, proc)
 
 
 def test_network_none_host_and_container_modes(pyctr, name):
@@ -134,7 +106,7 @@ def test_network_none_host_and_container_modes(pyctr, name):
     host = sorted(os.listdir("/sys/class/net"))
     inside = pyctr.ok("run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net")
     assert sorted(inside.split()) == host
-    proc = start(pyctr, name, "busybox", "sleep", "30")
+    proc = pyctr.start(name, "busybox", "sleep", "30")
     try:
         pid = pyctr.container(name)["State"]["Pid"]
         theirs = os.readlink(f"/proc/{pid}/ns/net")
@@ -142,7 +114,7 @@ def test_network_none_host_and_container_modes(pyctr, name):
                         "readlink", "/proc/self/ns/net").strip()
         assert mine == theirs
     finally:
-        stop(pyctr, (name, proc))
+        pyctr.stop(name, proc)
 
 
 def test_thirty_parallel_containers_get_distinct_addresses(pyctr, net):
@@ -162,7 +134,7 @@ def test_thirty_parallel_containers_get_distinct_addresses(pyctr, net):
 def test_ip_flag_and_a_taken_ip(pyctr, net, name):
     subnet = json.loads(pyctr.ok("network", "inspect", net))[0]["IPAM"]["Config"][0]["Subnet"]
     want = subnet.split("/")[0].rsplit(".", 1)[0] + ".77"
-    proc = start(pyctr, name, "--network", net, "--ip", want, "busybox", "sleep", "30")
+    proc = pyctr.start(name, "--network", net, "--ip", want, "busybox", "sleep", "30")
     try:
         assert pyctr.container(name)["NetworkSettings"]["IPAddress"] == want
         r = pyctr("run", "--rm", "--network", net, "--ip", want, "busybox", "true")
@@ -172,12 +144,12 @@ def test_ip_flag_and_a_taken_ip(pyctr, net, name):
         r = pyctr("network", "rm", net)
         assert r.returncode == 1 and "active endpoints" in r.stderr
     finally:
-        stop(pyctr, (name, proc))
+        pyctr.stop(name, proc)
 
 
 def test_nothing_remains_after_rm_or_a_sigkill(pyctr, net, name):
     before = pyctr_links()
-    proc = start(pyctr, name, "--network", net, "-p", "80", "busybox", "sleep", "60")
+    proc = pyctr.start(name, "--network", net, "-p", "80", "busybox", "sleep", "60")
     c = pyctr.container(name)
     sandbox = c["NetworkSettings"]["SandboxKey"]
     proxy_pids = [p["Pid"] for p in c["NetworkSettings"]["Proxies"]]

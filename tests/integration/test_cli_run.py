@@ -6,7 +6,6 @@ import os
 import signal
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -89,19 +88,9 @@ def test_command_not_found_is_127_with_dockers_message(pyctr, name):
 
 
 def test_sigkill_of_the_container_is_137(pyctr, name):
-    proc = subprocess.Popen(pyctr.argv("run", "--name", name, "busybox", "sleep", "60"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = pyctr.start(name, "busybox", "sleep", "60")
     try:
-        deadline = time.monotonic() + 20
-        pid = 0
-        while time.monotonic() < deadline and not pid:
-            try:
-                c = pyctr.container(name)
-                pid = c["State"]["Pid"] if c["State"]["Status"] == "running" else 0
-            except KeyError:
-                pass
-        assert pid, "container never showed as running"
+        pid = pyctr.container(name)["State"]["Pid"]
         assert "running" in pyctr.ok("ps", "--format", "json")
         os.kill(pid, signal.SIGKILL)
         assert proc.wait(timeout=20) == 137
@@ -109,9 +98,7 @@ def test_sigkill_of_the_container_is_137(pyctr, name):
         assert (c["State"]["Status"], c["State"]["ExitCode"]) == ("exited", 137)
         assert "Exited (137)" in pyctr.ok("ps", "-a")
     finally:
-        proc.kill() if proc.poll() is None else None
-        proc.wait()
-        pyctr("rm", "-f", name)
+        pyctr.stop(name, proc)
 
 
 def test_signals_to_the_cli_reach_pid_1(pyctr, name):
@@ -260,19 +247,9 @@ def test_not_root_gets_a_hint(pyctr):
 
 def test_container_outlives_a_killed_cli_and_rm_f_cleans_up(pyctr, name):
     """Containers belong to pyctr's state, not to the CLI process (as with docker)."""
-    proc = subprocess.Popen(pyctr.argv("run", "--name", name, "busybox", "sleep", "60"),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = pyctr.start(name, "busybox", "sleep", "60")
     try:
-        deadline = time.monotonic() + 20
-        pid = 0
-        while time.monotonic() < deadline and not pid:
-            try:
-                c = pyctr.container(name)
-                pid = c["State"]["Pid"] if c["State"]["Status"] == "running" else 0
-            except KeyError:
-                pass
-        assert pid
+        pid = pyctr.container(name)["State"]["Pid"]
         proc.kill()
         proc.wait()
         assert os.path.exists(f"/proc/{pid}")  # the container is still there

@@ -1,9 +1,10 @@
 """The engine's side of networking: what `pyctr run --network …` sets up and tears down.
 
-The OCI way: the engine makes a persistent network namespace (a bind-mounted
-nsfs file) and its veth through pyctr.netns; config.json names that
-namespace by path and the runtime only joins it.  ``--network none`` makes
-the namespace and nothing else, so it never imports pyroute2.
+The OCI way: on a bridge network the engine makes a persistent network
+namespace (a bind-mounted nsfs file) and its veth through pyctr.netns;
+config.json names that namespace by path and the runtime only joins it.
+``--network none`` asks the runtime for a fresh namespace (only lo), as a
+bare runc bundle does: no file, no pyctr.netns at all.
 
 Everything a container holds is recorded in its NetworkSettings (the
 namespace path, the endpoint, the proxies' PIDs, the address) so that exit,
@@ -39,13 +40,18 @@ class NetOptions:
 
 def check(opts: NetOptions, engine, image_config: dict) -> list:
     """Validate before anything exists; returns the port mappings to publish."""
-    from pyctr import netns
-
     if opts.mode == "container":
         other = engine.containers.get(opts.network.split(":", 1)[1])
         if engine.status(other) not in ("running", "paused"):
             raise UserError(f"cannot join the network of container {other.name}: "
                             "it is not running")
+    if opts.mode != "bridge" and not (opts.publish or opts.publish_all):
+        if opts.ip or opts.aliases:
+            raise UserError(f"--ip and --network-alias need a bridge network, "
+                            f"not --network {opts.network}")
+        return []  # nothing to check: spare the import of pyctr.netns
+    from pyctr import netns
+
     maps = [netns.parse_publish(p) for p in opts.publish]
     if opts.publish_all:
         maps += netns.expand_publish_all(image_config.get("ExposedPorts"), maps)
@@ -71,11 +77,16 @@ def setup(engine, c, opts: NetOptions, maps: list, hostname: str) -> dict:
     settings: dict = {"Mode": opts.mode, "Networks": {}, "Ports": {}, "SandboxKey": "",
                       "Proxies": [], "Endpoint": None, "IPAddress": "", "Gateway": "",
                       "MacAddress": ""}
-    if opts.mode == "host":
+    if opts.mode in ("host", "none"):
+        # none: no file of ours at all; the runtime unshares a network namespace
+        # for the container as runc does (only lo, brought up by its init)
         return settings
     if opts.mode == "container":
         other = engine.containers.get(opts.network.split(":", 1)[1])
-        settings["SandboxKey"] = other.record["NetworkSettings"]["SandboxKey"]
+        # the other's namespace file, or (a --network none container has none)
+        # its PID 1's own namespace
+        settings["SandboxKey"] = (other.record["NetworkSettings"].get("SandboxKey")
+                                  or f"/proc/{other.record['State']['Pid']}/ns/net")
         settings["JoinedContainer"] = other.id
         return settings
     # each thing is recorded as soon as it exists: a `pyctr run` killed half-way
@@ -85,8 +96,6 @@ def setup(engine, c, opts: NetOptions, maps: list, hostname: str) -> dict:
     settings["SandboxKey"] = str(path)
     c.save()
     netns.create_netns(path)
-    if opts.mode == "none":
-        return settings
     store = engine.networks
     net = store.get(opts.network)
     settings["NetworkName"] = net.name
@@ -150,15 +159,11 @@ def teardown(engine, c) -> None:
     says: its veth (by name), its namespace file, its addresses.
     """
     settings = c.record.get("NetworkSettings") or {}
-    if settings.get("Mode") in ("host", "container"):
-        return
+    if settings.get("Mode") in ("host", "container", "none"):
+        return  # nothing of ours: the host's, another's, or the runtime's own namespace
     from pyctr import netns
 
     path = engine.run_dir / "netns" / c.id
-    if settings.get("Mode") == "none":  # recorded before anything was made: a file only
-        if path.exists():
-            netns.remove_netns(path)
-        return
     for proxy in settings.get("Proxies") or []:
         netns.stop_proxy(proxy["Pid"])
     if settings.get("Endpoint"):

@@ -167,6 +167,28 @@ def kernel_leak_check(request):
         pytest.fail("test leaked kernel objects: " + "; ".join(leaks), pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cgroup_parents_left_as_found():
+    """pyctr's and the tests' cgroup parents made during the session go with it (when empty)."""
+    def parents() -> set[Path]:
+        base = Path("/sys/fs/cgroup")
+        found = set()
+        for hier in [base, *(base.iterdir() if base.is_dir() else ())]:
+            for sub in ("pyctr", "pyctr-test"):
+                if (hier / sub).is_dir():
+                    found.add(hier / sub)
+        return found
+
+    before = parents() if IS_ROOT else set()
+    yield
+    if IS_ROOT:
+        for parent in parents() - before:
+            try:
+                parent.rmdir()
+            except OSError:
+                pass  # not empty: the per-test leak check has already said which test
+
+
 # ---- common fixtures ------------------------------------------------------
 
 def _load_rootfs_maker():

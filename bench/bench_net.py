@@ -191,11 +191,15 @@ def run_figures(n: int) -> dict:
             if key not in out:
                 out[key] = statistics.median(ts)
     finally:
+        from pyctr.netns import Network, nft
+
         for c in json.loads(subprocess.run(pyctr + ["network", "ls", "--format", "json"],
                                            capture_output=True, text=True,
                                            check=False).stdout or "[]"):
-            if c.get("bridge") and Path(f"/sys/class/net/{c['bridge']}").exists():
-                subprocess.run(["ip", "link", "del", c["bridge"]], check=False)
+            if c.get("bridge"):
+                net = Network.from_dict(c)
+                nft.remove_masquerade(net)
+                link.delete_bridge(net)
         if shutil.which("podman"):
             subprocess.run(podman + ["system", "reset", "-f"], capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)

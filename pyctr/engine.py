@@ -144,6 +144,7 @@ class Engine(RunMixin):
             if mgr is not None and mgr.exists:
                 mgr.kill_all()  # also thaws a paused container's processes out of the freezer
             _kill_and_wait(c.record["State"]["Pid"], c.record["State"].get("PidStartTime"))
+        _wait_monitor(c)  # its `pyctr run` cleans up after the exit: let it finish first
         self._release(c)
         self.containers.remove_dir(c)
         return c.name
@@ -275,6 +276,16 @@ class Engine(RunMixin):
                                f"running container {running[0].id[:12]} ({running[0].name})",
                                hint="stop and remove the container first")
         return self.images.remove(ref)
+
+
+def _wait_monitor(c: Container, timeout: float = 10.0) -> None:
+    """Wait (bounded) for the container's `pyctr run` to end: two clean-ups at once race."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while c.monitor_alive and os.getpid() != c.record["State"].get("MonitorPid") \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _kill_and_wait(pid: int, start_time: int | None, timeout: float = 10.0) -> None:

@@ -75,9 +75,13 @@ class Pyctr:
         """Remove what this root made: containers, then its networks' bridges."""
         for cid in self.ok("ps", "-aq", "--no-trunc").split():
             self("rm", "-f", cid)
-        for net in json.loads(self.ok("network", "ls", "--format", "json")):
-            if net.get("bridge") and os.path.isdir(f"/sys/class/net/{net['bridge']}"):
-                subprocess.run(["ip", "link", "del", net["bridge"]], check=False)
+        from pyctr.netns import Network, delete_bridge, remove_masquerade
+
+        for data in json.loads(self.ok("network", "ls", "--format", "json")):
+            if data.get("bridge"):  # the default network stays with its root: undo it here
+                net = Network.from_dict(data)
+                remove_masquerade(net)
+                delete_bridge(net)
 
     def container(self, name: str) -> dict:
         """`pyctr inspect NAME` (KeyError when there is no such container)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_busybox_rootfs
+from tests.integration.runtime_bundle import bundle, state_root  # noqa: F401 - fixtures
 
 PYCTR = str(Path(sys.executable).parent / "pyctr")
 # pyctr roots live here: not on an overlay (an upperdir cannot), so in the

@@ -13,27 +13,11 @@ import pytest
 
 from pyctr.errors import Conflict, ContainerInitError
 from pyctr.runtime import container as rt
-from pyctr.runtime import create, default_spec, process
+from pyctr.runtime import create, process
 from pyctr.runtime.statedir import FIFO, start_time, write_state
-from tests.integration.test_runtime_container import run
+from tests.integration.runtime_bundle import run
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def bundle(tmp_path, busybox_rootfs):
-    def make(args, edit=None, terminal=False):
-        spec = default_spec(args, terminal=terminal)
-        if edit:
-            edit(spec)
-        (tmp_path / "config.json").write_text(json.dumps(spec))
-        return tmp_path
-    return make
-
-
-@pytest.fixture
-def state_root(tmp_path):
-    return tmp_path / "state"
 
 
 def _children(state: str | None = None) -> list[int]:

@@ -13,25 +13,9 @@ import time
 import pytest
 
 from pyctr.runtime import create, default_spec
-from tests.integration.test_runtime_container import run
+from tests.integration.runtime_bundle import run
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def bundle(tmp_path, busybox_rootfs):
-    def make(args, edit=None, terminal=False):
-        spec = default_spec(args, terminal=terminal)
-        if edit:
-            edit(spec)
-        (tmp_path / "config.json").write_text(json.dumps(spec))
-        return tmp_path
-    return make
-
-
-@pytest.fixture
-def state_root(tmp_path):
-    return tmp_path / "state"
 
 
 # ---- S1/S4: paths inside the rootfs stay inside it --------------------------

@@ -20,12 +20,14 @@ fail() {
 command -v apt-get >/dev/null || fail "needs a Debian or Ubuntu host (apt-get not found)"
 
 # Runtime needs: python3 + venv, libcap-dev (python-prctl builds against it),
-# busybox-static (the local image), iproute2, tini/catatonit (--init later).
+# libseccomp2 (pyseccomp), busybox-static (the local image), iproute2 and
+# nftables (networks: masquerade in pyctr's own table), util-linux (nsenter,
+# for the network tests), tini/catatonit (--init later).
 # Test and benchmark needs: umoci, skopeo, runc, crun, zstd, attr, hyperfine;
 # qemu and a Debian kernel (installed, never booted by the host) for the
 # pure cgroup v2 guest of scripts/vm-test.
 PKGS="python3 python3-venv python3-dev gcc libcap-dev libseccomp2 busybox-static iproute2
-      tini catatonit umoci skopeo runc crun zstd attr hyperfine tar gzip
+      nftables util-linux tini catatonit umoci skopeo runc crun zstd attr hyperfine tar gzip
       qemu-system-x86 linux-image-amd64"
 missing=""
 for p in $PKGS; do

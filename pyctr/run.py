@@ -215,7 +215,7 @@ class RunMixin:
         stdin_fd = 0 if opts.interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             ctr = rt.create(c.id, c.bundle, state_root=self.runtime_root,
-                            stdin=stdin_fd, stdout=1, stderr=2)
+                            stdin=stdin_fd, stdout=1, stderr=2, durable=c.durable)
         finally:
             if stdin_fd != 0:
                 os.close(stdin_fd)

@@ -166,8 +166,12 @@ def _kill_frozen(pid: int, started: int, mgr) -> None:
 
 
 def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
-           stdout: int = 1, stderr: int = 2) -> Container:
-    """Set up a container from ``bundle`` and leave PID 1 waiting for start()."""
+           stdout: int = 1, stderr: int = 2, durable: bool = True) -> Container:
+    """Set up a container from ``bundle`` and leave PID 1 waiting for start().
+
+    ``durable=False`` skips the fsyncs of state.json, for a caller that
+    deletes the container when it exits (pyctr run --rm).
+    """
     bundle = Path(bundle).absolute()
     directory = container_dir(Path(state_root), container_id)
     spec = load_spec(bundle)
@@ -191,7 +195,7 @@ def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
             "ociVersion": OCI_VERSION, "id": container_id, "pid": spawned.pid,
             "pidStartTime": started, "bundle": str(bundle),
             "created": time.time(), "cgroupsPath": cgroups_path,
-        })
+        }, sync=durable)
     except BaseException:
         if spawned is not None:
             spawned.sync.close()

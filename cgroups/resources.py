@@ -27,7 +27,7 @@ DEFAULT_CFS_PERIOD = 100_000          # µs, what --cpus is a fraction of
 V1_UNLIMITED = 9223372036854771712    # what memory.limit_in_bytes reads when unlimited
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_SIZE = r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$"  # compiled on first use
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class Resources:
 
 def parse_bytes(text: str) -> int:
     """docker's RAMInBytes: "64m", "1.5g", "512k", "1024" (binary units)."""
-    m = _SIZE.match(text.strip())
+    m = re.match(_SIZE, text.strip())
     if not m:
         raise UserError(f"invalid size: '{text}'")
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])

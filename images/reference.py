@@ -19,15 +19,15 @@ OFFICIAL_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 NAME_MAX = 255
 
+# patterns, compiled (and cached by re) on first use: `pyctr run` needs only a few
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_PATH_RE = rf"{_COMPONENT}(?:/{_COMPONENT})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN_RE = re.compile(
-    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)  # \w: ASCII word characters only
-_DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
-_SHA256_RE = re.compile(r"sha256:[0-9a-f]{64}")
-_ID_RE = re.compile(r"[0-9a-f]{64}")
+_DOMAIN_RE = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_TAG_RE = r"[\w][\w.-]{0,127}"  # matched with re.ASCII: \w is ASCII word characters only
+_DIGEST_RE = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_SHA256_RE = r"sha256:[0-9a-f]{64}"
+_ID_RE = r"[0-9a-f]{64}"
 
 
 @dataclass(frozen=True)
@@ -89,29 +89,29 @@ def parse_reference(s: str, *, default_tag: bool = True) -> Reference:
     """Parse and normalize ``s``; a reference without tag or digest gets ``latest``."""
     if not s:
         raise _invalid(s, "empty reference")
-    if _ID_RE.fullmatch(s):
+    if re.fullmatch(_ID_RE, s):
         raise UserError(f"invalid repository name ({s}), cannot specify 64-byte hexadecimal strings",
                         hint="to use an image by id, pass it to a command that takes an image")
     rest, _, digest = s.partition("@")
     if "@" in s:
-        if not _DIGEST_RE.fullmatch(digest):
+        if not re.fullmatch(_DIGEST_RE, digest):
             raise _invalid(s, "invalid digest")
-        if digest.startswith("sha256:") and not _SHA256_RE.fullmatch(digest):
+        if digest.startswith("sha256:") and not re.fullmatch(_SHA256_RE, digest):
             raise _invalid(s, "invalid sha256 digest")
     tag = None
     slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1:]
-        if not _TAG_RE.fullmatch(tag):
+        if not re.fullmatch(_TAG_RE, tag, re.ASCII):
             raise _invalid(s)
     if not rest:
         raise _invalid(s)
     domain, path = _split_domain(rest)
-    if not _DOMAIN_RE.fullmatch(domain):
+    if not re.fullmatch(_DOMAIN_RE, domain):
         raise _invalid(s)
-    if not _PATH_RE.fullmatch(path):
-        if _PATH_RE.fullmatch(path.lower()):
+    if not re.fullmatch(_PATH_RE, path):
+        if re.fullmatch(_PATH_RE, path.lower()):
             raise UserError(f"invalid reference format: repository name must be lowercase: {s!r}",
                             hint=f"try {rest.lower()!r}")
         raise _invalid(s)

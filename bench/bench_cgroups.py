@@ -35,7 +35,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "bench"))
-from bench_run import remove_bench_cgroups, runc_bundle, time_cmd
+from bench_run import (
+    pyctr_parents,
+    remove_bench_cgroups,
+    remove_new_pyctr_parents,
+    runc_bundle,
+    time_cmd,
+)
 from make_busybox_rootfs import make_rootfs
 
 PYCTR = str(Path(sys.executable).parent / "pyctr")
@@ -85,6 +91,7 @@ def main() -> int:
         print("bench_cgroups.py needs root (containers, cgroups): try sudo", file=sys.stderr)
         return 1
     base = Path(tempfile.mkdtemp(prefix="pyctr-bench-cg-", dir="/var/tmp"))
+    parents_before = pyctr_parents()
     times: dict[str, list[float]] = {}
     errors: dict[str, str] = {}
     try:
@@ -135,6 +142,7 @@ def main() -> int:
     finally:
         try:
             remove_bench_cgroups()
+            remove_new_pyctr_parents(parents_before)
         except OSError as exc:
             print(f"warning: could not remove bench cgroups: {exc}", file=sys.stderr)
         shutil.rmtree(base, ignore_errors=True)

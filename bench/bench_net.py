@@ -148,9 +148,11 @@ def main() -> int:
 def run_figures(n: int) -> dict:
     """Whole `run`s: pyctr none vs bridge, and podman the same two ways if it can run."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from bench_run import pyctr_parents, remove_new_pyctr_parents
     from make_busybox_rootfs import make_rootfs
 
     base = Path(tempfile.mkdtemp(prefix="pyctr-benchrun-", dir="/var/tmp"))
+    parents_before = pyctr_parents()
     pyctr = [str(Path(sys.executable).parent / "pyctr"), "--root", str(base / "root"),
              "--run-dir", str(base / "run")]
     podman = ["podman", "--root", str(base / "pm-root"), "--runroot", str(base / "pm-run"),
@@ -203,6 +205,7 @@ def run_figures(n: int) -> dict:
         if shutil.which("podman"):
             subprocess.run(podman + ["system", "reset", "-f"], capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
+        remove_new_pyctr_parents(parents_before)
     return out
 
 

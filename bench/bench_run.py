@@ -60,6 +60,21 @@ def time_cmd(argv: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]
     return time.perf_counter() - t0, r
 
 
+def pyctr_parents() -> set[Path]:
+    """The `pyctr` cgroup parents present now (one per v1 hierarchy, or the v2 root's)."""
+    base = Path("/sys/fs/cgroup")
+    return {p for p in [base / "pyctr", *(h / "pyctr" for h in base.iterdir())] if p.is_dir()}
+
+
+def remove_new_pyctr_parents(before: set[Path]) -> None:
+    """A benchmark leaves the machine's cgroups as it found them: empty new parents go."""
+    for parent in pyctr_parents() - before:
+        try:
+            parent.rmdir()
+        except OSError:
+            pass  # not empty: a container outside the benchmark uses it
+
+
 def remove_bench_cgroups() -> None:
     for hier in Path("/sys/fs/cgroup").iterdir():
         parent = hier / "pyctr-bench"
@@ -80,6 +95,7 @@ def main() -> int:
         return 1
 
     base = Path(tempfile.mkdtemp(prefix="pyctr-bench-", dir="/var/tmp"))
+    parents_before = pyctr_parents()
     results: dict[str, dict] = {}
     try:
         rootfs = make_rootfs(base / "rootfs")
@@ -123,6 +139,7 @@ def main() -> int:
     finally:
         try:
             remove_bench_cgroups()
+            remove_new_pyctr_parents(parents_before)
         except OSError as exc:
             print(f"warning: could not remove bench cgroups: {exc}", file=sys.stderr)
         shutil.rmtree(base, ignore_errors=True)

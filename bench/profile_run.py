@@ -88,9 +88,11 @@ def main() -> int:
         print("profile_run.py needs root: try sudo", file=sys.stderr)
         return 1
     sys.path.insert(0, str(REPO / "scripts"))
+    from bench_run import pyctr_parents, remove_new_pyctr_parents
     from make_busybox_rootfs import make_rootfs
 
     base = Path(tempfile.mkdtemp(prefix="pyctr-prof-", dir="/var/tmp"))
+    parents_before = pyctr_parents()
     env = dict(os.environ, PYCTR_ROOT=str(base / "root"), PYCTR_RUN_DIR=str(base / "run"))
     try:
         rootfs = make_rootfs(base / "rootfs")
@@ -121,6 +123,7 @@ def main() -> int:
             print(f"  {key:48} {statistics.median(r[key] for r in runs):6.1f} ms")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        remove_new_pyctr_parents(parents_before)
     return 0
 
 

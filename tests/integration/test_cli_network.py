@@ -184,5 +184,5 @@ def test_network_none_never_imports_pyroute2(pyctr):
     r = subprocess.run(pyctr.argv("run", "--rm", "--network", "none", "busybox", "true"),
                        env=env, capture_output=True, text=True, check=False)
     assert r.returncode == 0
-    assert "pyctr.netns" in r.stderr  # the import trace is really there …
+    assert "pyctr.runtime" in r.stderr  # the import trace is really there …
     assert "pyroute2" not in r.stderr  # … and pyroute2 is not in it

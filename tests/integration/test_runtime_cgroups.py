@@ -17,6 +17,7 @@ import pytest
 from pyctr.cgroups import detect
 from pyctr.errors import ExecError, PyctrError, UserError
 from pyctr.runtime import create, default_spec, state
+from tests.integration.runtime_bundle import run
 
 pytestmark = pytest.mark.root
 
@@ -49,40 +50,16 @@ def cgpath() -> str:
 
 
 @pytest.fixture
-def bundle(tmp_path, busybox_rootfs, cgpath):
-    """config.json for ``args`` with linux.cgroupsPath = cgpath (and ``edit`` applied)."""
+def bundle(bundle, cgpath):
+    """The shared bundle maker, with linux.cgroupsPath = cgpath (and ``edit`` applied)."""
     def make(args, edit=None, cgroups_path=cgpath):
-        spec = default_spec(args)
-        if cgroups_path is not None:
-            spec["linux"]["cgroupsPath"] = cgroups_path
-        if edit:
-            edit(spec)
-        (tmp_path / "config.json").write_text(json.dumps(spec))
-        return tmp_path
+        def edit_all(spec):
+            if cgroups_path is not None:
+                spec["linux"]["cgroupsPath"] = cgroups_path
+            if edit:
+                edit(spec)
+        return bundle(args, edit_all)
     return make
-
-
-@pytest.fixture
-def state_root(tmp_path):
-    return tmp_path / "state"
-
-
-def run(bundle_dir: Path, state_root: Path, name: str) -> tuple[int, str]:
-    """create + start + wait + delete: (exit code, stdout+stderr)."""
-    r, w = os.pipe()
-    try:
-        c = create(name, bundle_dir, state_root=state_root, stdin=0, stdout=w, stderr=w)
-    finally:
-        os.close(w)
-    try:
-        c.start()
-        out = b""
-        while chunk := os.read(r, 65536):
-            out += chunk
-        return c.wait(), out.decode()
-    finally:
-        os.close(r)
-        c.delete()
 
 
 def test_init_is_in_the_cgroup_before_it_execs(bundle, state_root, cgpath):

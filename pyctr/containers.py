@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyctr.errors import Conflict, NotFound
-from pyctr.fsutil import atomic_write_json, locked, pid_start_time
+from pyctr.fsutil import atomic_write_json, locked, pid_start_time, remove_tree
 
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "jolly", "keen", "lucid", "merry",
                "nifty", "quirky", "sharp", "sleepy", "tender", "vivid", "witty", "zen")
@@ -157,14 +157,12 @@ class ContainerStore:
 
     def remove_dir(self, c: Container) -> None:
         """Rename, then delete: a `pyctr run` still saving the record cannot bring it back."""
-        import shutil
-
         gone = self.dir / f".removed-{c.id}-{os.getpid()}"
         try:
             os.rename(c.dir, gone)
         except FileNotFoundError:
             return
-        shutil.rmtree(gone, ignore_errors=True)
+        remove_tree(gone)
 
     def using_image(self, image_id: str) -> list[Container]:
         return [c for c in self.list() if c.record.get("ImageID") == image_id]

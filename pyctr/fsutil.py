@@ -32,6 +32,35 @@ def atomic_write_json(path: Path, obj, *, sync: bool = True) -> None:
     atomic_write(path, json.dumps(obj, indent=2) + "\n", sync=sync)
 
 
+def remove_tree(path: Path | str) -> None:
+    """Delete a directory tree, never following a symlink; missing is fine.
+
+    What shutil.rmtree(ignore_errors=True) does for the run path, without
+    importing shutil (and with it bz2 and lzma, ~2 ms of a 70 ms run).
+    os.fwalk hands out directory fds, so a symlink planted in a container's
+    upper dir is unlinked, never walked into.
+    """
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return
+    # bottom-up, each dirfd valid while its entries go (fwalk skips unreadable dirs)
+    for _dirpath, dirnames, filenames, dirfd in os.fwalk(path, topdown=False):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dirfd)
+        for name in dirnames:
+            try:
+                os.rmdir(name, dir_fd=dirfd)
+            except NotADirectoryError:  # a symlink to a directory
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=dirfd)
+            except OSError:
+                pass
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
 @contextlib.contextmanager
 def locked(lock_path: Path):
     """An exclusive flock held for the block (released if the process dies)."""

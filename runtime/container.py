@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import time
 from pathlib import Path
 
 from pyctr.errors import Conflict, ContainerInitError, NotFound, PyctrError
+from pyctr.fsutil import remove_tree
 
 from . import cgroup
 from .process import Spawned, kill_and_reap, spawn
@@ -146,7 +146,7 @@ class Container:
             self._sync = None
         if mgr is not None:
             cgroup.destroy(mgr)
-        shutil.rmtree(container_dir(self.state_root, self.id), ignore_errors=True)
+        remove_tree(container_dir(self.state_root, self.id))
 
 
 def _kill_frozen(pid: int, started: int, mgr) -> None:
@@ -207,7 +207,7 @@ def create(container_id: str, bundle: Path, *, state_root: Path, stdin: int = 0,
                     cgroup.destroy(spawned.cgroup)
                 except PyctrError:
                     pass  # the first error is the one to see
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_tree(directory)
         raise
     return Container(container_id, spawned.pid, bundle, Path(state_root),
                      console_fd=spawned.console_fd, sync=spawned.sync,

@@ -186,3 +186,15 @@ def test_network_none_never_imports_pyroute2(pyctr):
     assert r.returncode == 0
     assert "pyctr.runtime" in r.stderr  # the import trace is really there …
     assert "pyroute2" not in r.stderr  # … and pyroute2 is not in it
+
+
+def test_the_run_path_imports_no_archive_modules(pyctr):
+    """shutil drags in bz2 and lzma (~2 ms): the run path removes trees with fsutil's own."""
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    r = subprocess.run(pyctr.argv("run", "--rm", "--network", "none", "busybox", "true"),
+                       env=env, capture_output=True, text=True, check=False)
+    assert r.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "pyctr.runtime.container" in imported
+    assert not imported & {"shutil", "lzma", "bz2", "tarfile", "hashlib", "pyroute2"}

@@ -14,9 +14,37 @@ import click
 from pyctr import __version__
 from pyctr.errors import EXIT_ENGINE, PyctrError
 
+# The module that defines each verb, so `pyctr run` imports pyctr.cli.container
+# alone (click's documented pattern for lazily loaded subcommands).
+# tests/unit/test_cli_lazy.py checks this table against each module's COMMANDS.
+VERBS = {
+    "run": "container", "ps": "container", "rm": "container", "inspect": "container",
+    "pause": "container", "unpause": "container", "port": "container",
+    "images": "image", "load": "image", "import": "image", "tag": "image", "rmi": "image",
+    "update": "limits", "stats": "limits",
+    "network": "network",
+    "info": "system", "system": "system",
+}
+
 
 class Group(click.Group):
-    """Usage errors exit 125 like the docker CLI's, and name the help command."""
+    """Usage errors exit 125 like the docker CLI's, and name the help command.
+
+    Verbs load on first use: ``get_command`` imports the one module that
+    defines the verb asked for; ``list_commands`` (for --help) names them all.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(VERBS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in VERBS:
+            import importlib
+
+            module = importlib.import_module(f"pyctr.cli.{VERBS[name]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return super().get_command(ctx, name)
 
     def main(self, *args, **kwargs):
         kwargs.setdefault("standalone_mode", False)
@@ -74,16 +102,6 @@ def cli(ctx: click.Context, root: str, run_dir: str, debug: bool) -> None:
 def version() -> None:
     """Show the pyctr version."""
     click.echo(f"pyctr {__version__}")
-
-
-def _register() -> None:
-    from pyctr.cli import container, image, limits, network, system
-    for mod in (container, image, limits, network, system):
-        for command in mod.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

@@ -121,9 +121,11 @@ class ImageStore:
                         return digest, names, None  # name@digest: the name must be the image's
         prefix = ref.removeprefix("sha256:")
         if len(prefix) >= 3 and all(c in "0123456789abcdef" for c in prefix):
-            hits = [(d, n) for d, n in table.items()
-                    if json.loads(self._blob(d))["config"]["digest"][7:].startswith(prefix)]
-            if len(hits) > 1:
+            ids = {d: json.loads(self._blob(d))["config"]["digest"][7:] for d in table}
+            hits = [(d, n) for d, n in table.items() if ids[d].startswith(prefix)]
+            # manifests of one config (say, a docker-archive and an OCI archive of one
+            # image) are one image: same id, same diff_ids, same rootfs
+            if len({ids[d] for d, _ in hits}) > 1:
                 raise UserError(f"ambiguous image id prefix {ref!r}: {len(hits)} images match",
                                 hint="give more characters of the id")
             if hits:

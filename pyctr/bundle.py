@@ -68,6 +68,26 @@ class RunOptions:
     net: object = field(default_factory=_default_network)  # pyctr.network.NetOptions
 
 
+def options_to_record(opts: RunOptions, *, env: list[str]) -> dict:
+    """The options as a JSON record, ``env`` already resolved (env files read, ``-e K`` copied):
+    a later start or restart makes the same container whatever the caller's environment."""
+    from dataclasses import asdict
+
+    record = asdict(opts)
+    record.update(env=list(env), env_files=[])
+    return record
+
+
+def options_from_record(record: dict) -> RunOptions:
+    from pyctr.limits import LimitFlags
+    from pyctr.network import NetOptions
+
+    d = dict(record)
+    d["limits"] = LimitFlags(**d.get("limits", {}))
+    d["net"] = NetOptions(**d.get("net", {}))
+    return RunOptions(**d)
+
+
 def validate_name(name: str) -> str:
     if not re.match(_NAME_RE, name):
         raise UserError(f'invalid container name "{name}"',

@@ -9,6 +9,7 @@ time), never trusted from the file alone.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from pyctr.errors import Conflict, NotFound
 from pyctr.fsutil import atomic_write_json, locked, pid_start_time, remove_tree
+
+WAIT_LOCK = "wait.lock"  # held (shared) by `pyctr wait` until it has read the exit
 
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "jolly", "keen", "lucid", "merry",
                "nifty", "quirky", "sharp", "sleepy", "tender", "vivid", "witty", "zen")
@@ -52,9 +55,15 @@ class Container:
 
     @property
     def monitor_alive(self) -> bool:
+        """Whether the process that watches the container (pyctr run, or its shim) lives."""
         state = self.record["State"]
         pid = state.get("MonitorPid") or 0
         return bool(pid) and pid_start_time(pid) == state.get("MonitorStartTime")
+
+    @property
+    def monitored(self) -> bool:
+        """A monitor was recorded (a created container waiting for start has none)."""
+        return bool(self.record["State"].get("MonitorPid"))
 
     @property
     def status(self) -> str:
@@ -87,8 +96,13 @@ class ContainerStore:
     def _lock(self):
         return locked(self.dir / ".lock")
 
-    def create(self, *, name: str | None, image: str, image_id: str, record: dict) -> Container:
-        """Reserve a unique name and id and write the first record, under the store lock."""
+    def create(self, *, name: str | None, image: str, image_id: str, record: dict,
+               monitor: bool = True) -> Container:
+        """Reserve a unique name and id and write the first record, under the store lock.
+
+        ``monitor``: the calling process watches the container from now on
+        (pyctr run); without, the record waits for a start (pyctr create).
+        """
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self._lock():
             taken = {c.name: c for c in self.list()}
@@ -102,7 +116,7 @@ class ContainerStore:
             cid = os.urandom(32).hex()
             cdir = self.dir / cid
             cdir.mkdir(mode=0o700)
-            me = os.getpid()
+            me = os.getpid() if monitor else 0
             full = {"Id": cid, "Name": name, "Created": now_iso(), "Image": image,
                     "ImageID": image_id,
                     "State": {"Status": "created", "Running": False, "Pid": 0,
@@ -111,7 +125,8 @@ class ContainerStore:
                               # the process that set the container up and watches it
                               # (pyctr run): if it dies mid-way, the next command
                               # cleans up what it held
-                              "MonitorPid": me, "MonitorStartTime": pid_start_time(me)}}
+                              "MonitorPid": me,
+                              "MonitorStartTime": pid_start_time(me) if me else None}}
             full.update(record)
             c = Container(cdir, full)
             c.save()
@@ -156,13 +171,32 @@ class ContainerStore:
         raise NotFound(f"no such container: {ref}", hint="pyctr ps -a lists the containers")
 
     def remove_dir(self, c: Container) -> None:
-        """Rename, then delete: a `pyctr run` still saving the record cannot bring it back."""
+        """Rename, then delete: a `pyctr run` still saving the record cannot bring it back.
+
+        `pyctr wait` holds a shared lock on WAIT_LOCK until it has read the
+        exit code: the removal of a --rm container waits for it (docker's
+        wait reports the exit code of a container that removes itself).
+        """
+        try:
+            fd = os.open(c.dir / WAIT_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fd = None  # nobody waits
         gone = self.dir / f".removed-{c.id}-{os.getpid()}"
         try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(c.dir, gone)
         except FileNotFoundError:
             return
+        finally:
+            if fd is not None:
+                os.close(fd)
         remove_tree(gone)
+
+    def reload(self, c: Container) -> Container:
+        """The record as it is on disk now (another process, the shim, writes it)."""
+        with open(c.dir / "container.json") as f:
+            return Container(c.dir, json.load(f))
 
     def using_image(self, image_id: str) -> list[Container]:
         return [c for c in self.list() if c.record.get("ImageID") == image_id]

@@ -18,6 +18,7 @@ from pathlib import Path
 from pyctr.containers import Container, ContainerStore
 from pyctr.errors import Conflict, PyctrError
 from pyctr.fsutil import pid_start_time
+from pyctr.lifecycle import LifecycleMixin
 from pyctr.run import RunMixin, RunResult, docker_limits, require_overlayfs
 
 DEFAULT_ROOT = "/var/lib/pyctr"
@@ -34,7 +35,7 @@ def require_root(command: str | None = None) -> None:
         raise PyctrError("pyctr needs root", hint=f"try sudo {command}")
 
 
-class Engine(RunMixin):
+class Engine(RunMixin, LifecycleMixin):
     """The engine's state lives under ``root`` (images, layers, containers)."""
 
     def __init__(self, root: str | Path | None = None,
@@ -162,30 +163,41 @@ class Engine(RunMixin):
         release_parent(self.root, c.record.get("HostConfig", {}).get("CgroupParent"))
         state_dir = self.runtime_root / c.id
         if state_dir.exists():
-            import shutil
-            shutil.rmtree(state_dir, ignore_errors=True)
+            from pyctr.fsutil import remove_tree
+            remove_tree(state_dir)
 
     def reconcile(self) -> list[str]:
-        """Clean what containers that died with their CLI left behind (crash recovery).
+        """Give their real end to containers whose monitor died (crash recovery).
 
-        A record that says running whose PID is gone, or created whose
-        monitor (the `pyctr run` that was setting it up) is gone, gets its
-        real end: network, rootfs mount and cgroup (the OOM verdict read
-        first) released, the state marked exited, a --rm container removed.
+        The monitor (the shim of a detached container, the `pyctr run` of a
+        foreground one) records the exit and releases what the container
+        held.  When it is gone first (kill -9, a crash), nobody would:
+        a container still running without it is killed (nobody could reap
+        it or read its output: it must not run forever unwatched), then its
+        network, rootfs mount and cgroup (the OOM verdict read first) are
+        released, the state marked exited, a --rm container removed.  A
+        container made by `pyctr create` has no monitor until it starts.
         """
         cleaned = []
         for c in self.containers.list():
             recorded = c.record["State"]["Status"]
-            abandoned = recorded == "created" and not c.monitor_alive  # died setting up
-            if (recorded == "running" and c.status == "exited") or abandoned:
-                oom = self._oom_killed(c)
-                self._release(c)
-                self._finish(c, exit_code=c.record["State"].get("ExitCode") or 255,
-                             error="the container's monitor (pyctr run) ended before it",
-                             oom_killed=oom)
-                if c.record["HostConfig"].get("AutoRemove"):
-                    self.containers.remove_dir(c)
-                cleaned.append(c.id)
+            if recorded not in ("running", "created") or not c.monitored or c.monitor_alive:
+                continue
+            code = c.record["State"].get("ExitCode") or 255
+            if recorded == "running" and c.status == "running":
+                mgr = self.cgroup(c)
+                if mgr is not None and mgr.exists:
+                    mgr.kill_all()
+                _kill_and_wait(c.record["State"]["Pid"], c.record["State"].get("PidStartTime"))
+                code = 128 + signal.SIGKILL
+            oom = self._oom_killed(c)
+            self._release(c)
+            self._finish(c, exit_code=code, oom_killed=oom,
+                         error="the container's monitor (its shim, or pyctr run) ended before "
+                               "it: the exit status is lost")
+            if c.record["HostConfig"].get("AutoRemove"):
+                self.containers.remove_dir(c)
+            cleaned.append(c.id)
         return cleaned
 
     def prune(self) -> tuple[list[str], list[str], list[str]]:

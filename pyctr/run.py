@@ -51,6 +51,18 @@ class RunMixin:
 
     def run(self, opts: B.RunOptions) -> RunResult:
         """Run a container in the foreground; its exit status is docker's."""
+        c = self.create(opts)
+        return self._run_foreground(c, opts)
+
+    def create(self, opts: B.RunOptions, *, monitor: bool = True) -> Container:
+        """Validate every flag, then reserve the name and write the record (docker create).
+
+        Nothing is mounted and no process exists yet; the record keeps the
+        options (environment resolved) so that every start makes the same
+        container.  ``monitor=False``: no process watches it until a start
+        (`pyctr create`), so a crash-recovery pass must not take it for an
+        abandoned one.
+        """
         from pyctr import network
         from pyctr.limits import cgroup_path, claim_parent, resources_from_flags
 
@@ -59,40 +71,64 @@ class RunMixin:
             B.validate_name(opts.name)
         if opts.hostname is not None:
             B.validate_hostname(opts.hostname)
-        user_mounts = [B.parse_volume(v, volumes_dir=self.root / "volumes")
-                       for v in opts.volumes] + [B.parse_tmpfs(t) for t in opts.tmpfs]
-        for path in opts.env_files:
-            B.read_env_file(path)  # fail on a bad file before anything is made
-        B.parse_env(opts.env)
+        for v in opts.volumes:
+            B.parse_volume(v, volumes_dir=self.root / "volumes")
+        for t in opts.tmpfs:
+            B.parse_tmpfs(t)
+        env = [e for path in opts.env_files for e in B.read_env_file(path)]
+        env += B.parse_env(opts.env)  # fail on a bad entry before anything is made
         resources, _ = resources_from_flags(opts.limits)  # docker's texts, before anything exists
         cgroup_path(opts.cgroup_parent, "check")
-        claim_parent(self.root, opts.cgroup_parent)
         image = self.images.resolve(opts.image)
         cfg = image.config or {}
         args = B.process_args(cfg, opts)
         cwd = B.effective_workdir(cfg, opts)
-        maps = network.check(opts.net, self, cfg)
-
-        c = self.containers.create(
-            name=opts.name, image=opts.image, image_id=image.id,
-            record={"Path": args[0], "Args": args[1:],
-                    "Config": {"Image": opts.image, "Cmd": opts.command or cfg.get("Cmd"),
-                               "Entrypoint": cfg.get("Entrypoint"), "Tty": opts.tty,
-                               "OpenStdin": opts.interactive, "WorkingDir": cwd,
-                               "User": B.effective_user(cfg, opts),
-                               "Labels": cfg.get("Labels") or {},
-                               "StopSignal": cfg.get("StopSignal") or "SIGTERM"},
-                    "HostConfig": {"AutoRemove": opts.rm, "ReadonlyRootfs": opts.read_only,
-                                   "Binds": list(opts.volumes),
-                                   "Tmpfs": list(opts.tmpfs),
-                                   "CgroupParent": opts.cgroup_parent or "",
-                                   "NetworkMode": opts.net.network,
-                                   **docker_limits(resources)}})
+        network.check(opts.net, self, cfg)
+        claim_parent(self.root, opts.cgroup_parent)
+        try:
+            c = self.containers.create(
+                name=opts.name, image=opts.image, image_id=image.id,
+                record={"Path": args[0], "Args": args[1:],
+                        "Config": {"Image": opts.image, "Cmd": opts.command or cfg.get("Cmd"),
+                                   "Entrypoint": cfg.get("Entrypoint"), "Tty": opts.tty,
+                                   "OpenStdin": opts.interactive, "WorkingDir": cwd,
+                                   "User": B.effective_user(cfg, opts),
+                                   "Labels": cfg.get("Labels") or {},
+                                   "StopSignal": cfg.get("StopSignal") or "SIGTERM"},
+                        "HostConfig": {"AutoRemove": opts.rm, "ReadonlyRootfs": opts.read_only,
+                                       "Binds": list(opts.volumes),
+                                       "Tmpfs": list(opts.tmpfs),
+                                       "CgroupParent": opts.cgroup_parent or "",
+                                       "NetworkMode": opts.net.network,
+                                       **docker_limits(resources)},
+                        "RunOptions": B.options_to_record(opts, env=env)},
+                monitor=monitor)
+        except BaseException:
+            from pyctr.limits import release_parent
+            release_parent(self.root, opts.cgroup_parent)
+            raise
         c.record["HostConfig"]["CgroupPath"] = cgroup_path(opts.cgroup_parent, c.id)
         c.record["HostConfig"]["Resources"] = resources.to_oci()
-        hostname = opts.hostname or (os.uname().nodename if opts.net.mode == "host"
-                                     else c.id[:12])
-        c.record["Config"]["Hostname"] = hostname
+        c.record["Config"]["Hostname"] = opts.hostname or (
+            os.uname().nodename if opts.net.mode == "host" else c.id[:12])
+        c.save()
+        return c
+
+    def _prepare(self, c: Container, opts: B.RunOptions) -> dict:
+        """What a start needs before the runtime: rootfs, network, config.json; the spec.
+
+        On failure what was made is released again (the caller records the error).
+        """
+        from pyctr import network
+
+        image = self.images.resolve(c.record["ImageID"])
+        cfg = image.config or {}
+        args = [c.record["Path"], *c.record["Args"]]
+        cwd = c.record["Config"]["WorkingDir"]
+        user_mounts = [B.parse_volume(v, volumes_dir=self.root / "volumes")
+                       for v in opts.volumes] + [B.parse_tmpfs(t) for t in opts.tmpfs]
+        maps = network.check(opts.net, self, cfg)
+        hostname = c.record["Config"]["Hostname"]
         try:
             self._mount_rootfs(c, image, volatile=opts.rm)
             c.record["NetworkSettings"] = network.setup(self, c, opts.net, maps, hostname)
@@ -100,6 +136,23 @@ class RunMixin:
             if c.record["NetworkSettings"].get("NetworkName"):
                 network.refresh_peers(self, c.record["NetworkSettings"]["NetworkName"],
                                       skip=c.id)
+            return spec
+        except BaseException:
+            self._release_start(c)
+            raise
+
+    def _release_start(self, c: Container) -> None:
+        """Undo a start: network, rootfs mount (the runtime removed the cgroup)."""
+        from pyctr import network
+
+        network.teardown(self, c)
+        self._unmount_rootfs(c)
+
+    def _run_foreground(self, c: Container, opts: B.RunOptions) -> RunResult:
+        from pyctr.limits import release_parent
+
+        try:
+            spec = self._prepare(c, opts)
             return self._run_created(c, opts, spec)
         except BaseException as exc:
             if isinstance(exc, PyctrError):
@@ -108,11 +161,8 @@ class RunMixin:
                 self._finish(c, exit_code=125, error=str(exc))
             raise
         finally:
-            from pyctr.limits import release_parent
-
-            network.teardown(self, c)
+            self._release_start(c)
             release_parent(self.root, opts.cgroup_parent)  # the runtime removed the cgroup
-            self._unmount_rootfs(c)
             if opts.rm:
                 self.containers.remove_dir(c)
             elif c.dir.exists():

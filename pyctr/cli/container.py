@@ -1,75 +1,96 @@
-"""Container verbs: run, ps, rm."""
+"""Container verbs: run, create, ps, rm, inspect, pause, unpause, port."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import click
 
 from pyctr.bundle import RunOptions
 from pyctr.cli import fmt
-from pyctr.cli.limits import limit_flags, limit_options
+from pyctr.cli.limits import LIMIT_PARAMS, limit_flags, limit_options
 from pyctr.network import NetOptions
 
 
-@click.command(context_settings={"allow_interspersed_args": False,
-                                "help_option_names": ["--help"]})
-@click.option("--rm", "rm", is_flag=True, help="Remove the container when it exits.")
-@click.option("--name", help="Assign a name to the container.")
-@click.option("-e", "--env", multiple=True, metavar="NAME[=VALUE]",
-              help="Set an environment variable.")
-@click.option("--env-file", multiple=True, metavar="PATH", help="Read a file of NAME=VALUE lines.")
-@click.option("-w", "--workdir", help="Working directory inside the container.")
-@click.option("-u", "--user", help="User (name|uid[:group|gid]) from the image's /etc/passwd.")
-@click.option("-h", "--hostname", help="Container host name.")
-@click.option("--entrypoint", help="Overwrite the image's ENTRYPOINT.")
-@click.option("-d", "--detach", is_flag=True, hidden=True)
-@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
-@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
-@click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
-@click.option("-v", "--volume", multiple=True, metavar="HOST:CTR[:ro]", help="Bind-mount a volume.")
-@click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]", help="Mount a tmpfs.")
-@click.option("--network", "--net", "network", default="bridge", show_default=True,
-              metavar="NET", help="bridge, none, host, container:NAME or a network's name.")
-@click.option("--network-alias", multiple=True, metavar="NAME",
-              help="Another name of the container on its network.")
-@click.option("--ip", metavar="IPv4", help="The container's address on a user network.")
-@click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST:CTR[/PROTO]",
-              help="Publish a container's port to the host.")
-@click.option("-P", "--publish-all", is_flag=True,
-              help="Publish the image's exposed ports to free host ports.")
-@limit_options
-@click.option("--cgroup-parent", metavar="PATH",
-              help="Parent cgroup of the container's cgroup (default pyctr).")
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.pass_obj
-def run(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint, detach,
-        interactive, tty,
-        read_only, volume, tmpfs, network, network_alias, ip, publish, publish_all,
-        cgroup_parent, image, command, **limits) -> int:
-    """Run a command in a new container (in the foreground)."""
+def container_options(f):
+    """The flags `pyctr run` and `pyctr create` share, as docker spells them."""
+    @click.option("--rm", "rm", is_flag=True, help="Remove the container when it exits.")
+    @click.option("--name", help="Assign a name to the container.")
+    @click.option("-e", "--env", multiple=True, metavar="NAME[=VALUE]",
+                  help="Set an environment variable.")
+    @click.option("--env-file", multiple=True, metavar="PATH", help="Read a file of NAME=VALUE lines.")
+    @click.option("-w", "--workdir", help="Working directory inside the container.")
+    @click.option("-u", "--user", help="User (name|uid[:group|gid]) from the image's /etc/passwd.")
+    @click.option("-h", "--hostname", help="Container host name.")
+    @click.option("--entrypoint", help="Overwrite the image's ENTRYPOINT.")
+    @click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
+    @click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
+    @click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
+    @click.option("-v", "--volume", multiple=True, metavar="HOST:CTR[:ro]", help="Bind-mount a volume.")
+    @click.option("--tmpfs", multiple=True, metavar="PATH[:OPTS]", help="Mount a tmpfs.")
+    @click.option("--network", "--net", "network", default="bridge", show_default=True,
+                  metavar="NET", help="bridge, none, host, container:NAME or a network's name.")
+    @click.option("--network-alias", multiple=True, metavar="NAME",
+                  help="Another name of the container on its network.")
+    @click.option("--ip", metavar="IPv4", help="The container's address on a user network.")
+    @click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST:CTR[/PROTO]",
+                  help="Publish a container's port to the host.")
+    @click.option("-P", "--publish-all", is_flag=True,
+                  help="Publish the image's exposed ports to free host ports.")
+    @limit_options
+    @click.option("--cgroup-parent", metavar="PATH",
+                  help="Parent cgroup of the container's cgroup (default pyctr).")
+    @click.argument("image")
+    @click.argument("command", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_obj
+    @functools.wraps(f)
+    def wrapper(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint,
+                interactive, tty, read_only, volume, tmpfs, network, network_alias, ip,
+                publish, publish_all, cgroup_parent, image, command, **rest):
+        limits = {k: rest.pop(k) for k in list(rest) if k in LIMIT_PARAMS}
+        opts = RunOptions(image=image, command=list(command), name=name, rm=rm, env=list(env),
+                          env_files=list(env_file), workdir=workdir, user=user,
+                          hostname=hostname, entrypoint=entrypoint, interactive=interactive,
+                          tty=tty, read_only=read_only, volumes=list(volume),
+                          tmpfs=list(tmpfs), limits=limit_flags(limits),
+                          cgroup_parent=cgroup_parent,
+                          net=NetOptions(network=network, aliases=list(network_alias), ip=ip,
+                                         publish=list(publish), publish_all=publish_all))
+        return f(engine, opts, **rest)
+    return wrapper
+
+
+_PLAIN = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
+
+
+@click.command(context_settings=_PLAIN)
+@click.option("-d", "--detach", is_flag=True,
+              help="Run in the background under a shim; print the container's id.")
+@container_options
+def run(engine, opts: RunOptions, detach: bool) -> int:
+    """Run a command in a new container (in the foreground, or -d in the background)."""
     import os
 
-    if detach:
-        from pyctr.errors import UserError
-        raise UserError("detached mode (-d) needs the pyctr daemon, which this version "
-                        "does not have yet",
-                        hint="run in the foreground, or in the background with your shell: "
-                             "pyctr run … &")
-    if tty and interactive and not os.isatty(0):
+    if opts.tty and opts.interactive and not detach and not os.isatty(0):
         raise click.UsageError("the input device is not a TTY")
-    opts = RunOptions(image=image, command=list(command), name=name, rm=rm, env=list(env),
-                      env_files=list(env_file), workdir=workdir, user=user,
-                      hostname=hostname, entrypoint=entrypoint, interactive=interactive,
-                      tty=tty, read_only=read_only, volumes=list(volume), tmpfs=list(tmpfs),
-                      limits=limit_flags(limits), cgroup_parent=cgroup_parent,
-                      net=NetOptions(network=network, aliases=list(network_alias), ip=ip,
-                                     publish=list(publish), publish_all=publish_all))
+    if detach:
+        c = engine.run_detached(opts)
+        click.echo(c.id)
+        return 0
     result = engine.run(opts)
     if result.hint:
         click.echo(f"pyctr: {result.hint}", err=True)
     return result.exit_code
+
+
+@click.command(context_settings=_PLAIN)
+@container_options
+def create(engine, opts: RunOptions) -> int:
+    """Create a container without starting it; print its id (pyctr start runs it)."""
+    c = engine.create(opts, monitor=False)
+    click.echo(c.id)
+    return 0
 
 
 def _status(c, status: str) -> str:
@@ -187,4 +208,4 @@ def port(engine, container, private_port) -> int:
     return 0
 
 
-COMMANDS = [run, ps, rm, inspect, pause, unpause, port]
+COMMANDS = [run, create, ps, rm, inspect, pause, unpause, port]

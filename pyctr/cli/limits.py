@@ -26,6 +26,12 @@ _LIMIT_OPTIONS = [
 ]
 
 
+# the keyword arguments limit_options adds to a command
+LIMIT_PARAMS = frozenset({"memory", "memory_swap", "memory_reservation", "cpus", "cpu_shares",
+                          "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight",
+                          "device_read_bps", "device_write_bps"})
+
+
 def limit_options(f):
     for option in reversed(_LIMIT_OPTIONS):
         f = option(f)

@@ -18,8 +18,10 @@ from pyctr.errors import EXIT_ENGINE, PyctrError
 # alone (click's documented pattern for lazily loaded subcommands).
 # tests/unit/test_cli_lazy.py checks this table against each module's COMMANDS.
 VERBS = {
-    "run": "container", "ps": "container", "rm": "container", "inspect": "container",
+    "run": "container", "create": "container", "ps": "container", "rm": "container", "inspect": "container",
     "pause": "container", "unpause": "container", "port": "container",
+    "start": "lifecycle", "stop": "lifecycle", "restart": "lifecycle", "kill": "lifecycle",
+    "wait": "lifecycle", "logs": "lifecycle",
     "images": "image", "load": "image", "import": "image", "tag": "image", "rmi": "image",
     "update": "limits", "stats": "limits",
     "network": "network",

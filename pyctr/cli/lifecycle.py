@@ -1,0 +1,111 @@
+"""Lifecycle verbs: start, stop, kill, wait, restart, logs (the work is in pyctr/lifecycle.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pyctr.cli import fmt
+
+
+@click.command()
+@click.option("-a", "--attach", is_flag=True, help="Print the container's output until it exits.")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def start(engine, attach, containers) -> int:
+    """Start one or more created or stopped containers."""
+    engine.reconcile()
+    if attach:
+        if len(containers) != 1:
+            raise click.UsageError("you cannot start and attach multiple containers at once")
+        c = engine.start(containers[0])
+        _print_logs(engine, c.id, follow=True, since_start=c)
+        return engine.wait(c.id)
+    return fmt.each(containers, engine.start)
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=None,
+              help="Seconds to wait for the stop signal to work before SIGKILL (default 10).")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def stop(engine, timeout, containers) -> int:
+    """Stop containers: their StopSignal (SIGTERM), then SIGKILL after the timeout."""
+    engine.reconcile()
+    return fmt.each(containers, lambda ref: engine.stop(ref, timeout))
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=None,
+              help="Seconds to wait for the stop before SIGKILL (default 10).")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def restart(engine, timeout, containers) -> int:
+    """Stop, then start containers again."""
+    engine.reconcile()
+    return fmt.each(containers, lambda ref: engine.restart(ref, timeout))
+
+
+@click.command()
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True,
+              help="The signal: a name (TERM, SIGHUP) or a number.")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def kill(engine, sig, containers) -> int:
+    """Send a signal to the main process (PID 1) of running containers."""
+    from pyctr.lifecycle import parse_signal
+
+    parse_signal(sig)  # a bad signal is a usage error before any container is touched
+    return fmt.each(containers, lambda ref: engine.kill(ref, sig))
+
+
+@click.command()
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def wait(engine, containers) -> int:
+    """Block until containers stop; print each one's exit code."""
+    return fmt.each(containers, engine.wait, echo=lambda ref, code: str(code))
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Follow the output until the container stops.")
+@click.option("-n", "--tail", default="all", show_default=True,
+              help="Only the last N lines (or all).")
+@click.option("-t", "--timestamps", is_flag=True, help="Show each line's time.")
+@click.option("--since", help="Only lines since a time (2026-11-25T10:00:00Z) or a duration "
+                              "back from now (10m, 1h).")
+@click.argument("container")
+@click.pass_obj
+def logs(engine, follow, tail, timestamps, since, container) -> int:
+    """Print what a detached container wrote to stdout and stderr."""
+    from pyctr.errors import UserError
+    from pyctr.lifecycle import parse_since
+
+    if tail == "all":
+        n = None
+    elif tail.lstrip("-").isdigit():
+        n = max(int(tail), -1)
+        n = None if n < 0 else n
+    else:
+        raise UserError(f'invalid value for --tail: "{tail}"', hint="a number of lines, or all")
+    _print_logs(engine, container, follow=follow, tail=n, timestamps=timestamps,
+                since=parse_since(since) if since else None)
+    return 0
+
+
+def _print_logs(engine, ref, *, follow, tail=None, timestamps=False, since=None,
+                since_start=None) -> None:
+    if since_start is not None:
+        from pyctr.lifecycle import parse_time
+        since = parse_time(since_start.record["State"].get("StartedAt", "")) or None
+    for record in engine.logs(ref, follow=follow, tail=tail, since=since):
+        text = record.get("log", "")
+        if timestamps:
+            text = f"{record.get('time', '')} {text}"
+        out = sys.stderr if record.get("stream") == "stderr" else sys.stdout
+        out.write(text)
+        out.flush()
+
+
+COMMANDS = [start, stop, restart, kill, wait, logs]

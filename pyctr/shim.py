@@ -1,0 +1,257 @@
+"""The monitor of a detached container: what containerd-shim and conmon are to theirs.
+
+`pyctr run -d` and `pyctr start` fork a shim and return once the container
+runs.  The shim is the one process that stays with the container for its
+whole life, whoever else comes and goes (the CLI that started it, the daemon):
+
+    caller ──fork──▶ child ──setsid, fork──▶ shim ──runtime create──▶ PID 1
+       ◀── {"pid": …} or {"error": …} on a pipe ──┘
+
+* it is PID 1's parent (a child subreaper: the runtime's intermediate
+  process exits and PID 1 is reparented here), so it alone can reap it and
+  learn its real exit status;
+* it holds the read ends of PID 1's stdout and stderr (or the pty master
+  with -t) and writes every line to the container's json-file log, in the
+  format docker's json-file driver uses;
+* at the exit it records ExitCode, FinishedAt and the OOM verdict, then
+  releases what the container held (cgroup, network, rootfs mount) and
+  removes a --rm container.
+
+The double fork makes the shim nobody's child but init's (or a subreaper's,
+such as the daemon's): the CLI that started it exits at once and leaves no
+zombie.  It is forked, never spawned, from a process that is single-
+threaded (DESIGN.md): a fork of a threaded Python can deadlock in the child.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import time
+
+from pyctr.containers import Container, now_iso
+from pyctr.errors import ContainerInitError, PyctrError
+
+CHUNK = 65536
+LOG_LINE_MAX = 16 * 1024  # docker splits longer lines into 16 KiB records, as here
+
+
+def log_path(c: Container):
+    return c.dir / f"{c.id}-json.log"
+
+
+class LogWriter:
+    """docker's json-file format: one {"log", "stream", "time"} object per line of output.
+
+    A partial line is kept until its newline (or the end of the stream, or
+    16 KiB): two writes of one line make one record, as in docker.
+    """
+
+    def __init__(self, path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self.partial: dict[str, bytes] = {}
+
+    def write(self, stream: str, data: bytes) -> None:
+        buf = self.partial.pop(stream, b"") + data
+        out = []
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0 or nl >= LOG_LINE_MAX:
+                if len(buf) < LOG_LINE_MAX:
+                    break
+                nl = LOG_LINE_MAX - 1
+            out.append(self._record(stream, buf[:nl + 1]))
+            buf = buf[nl + 1:]
+        if buf:
+            self.partial[stream] = buf
+        if out:
+            os.write(self.fd, b"".join(out))
+
+    def flush(self) -> None:
+        """The end of the streams: what is left of a line without its newline is written too."""
+        for stream, buf in list(self.partial.items()):
+            os.write(self.fd, self._record(stream, buf))
+        self.partial.clear()
+
+    @staticmethod
+    def _record(stream: str, line: bytes) -> bytes:
+        text = line.decode("utf-8", errors="replace")
+        return (json.dumps({"log": text, "stream": stream, "time": now_iso()},
+                           ensure_ascii=False) + "\n").encode()
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self.fd)
+
+
+def launch(engine, c: Container, opts, spec: dict) -> int:
+    """Fork the shim for ``c`` (rootfs, network and config.json ready); PID 1's pid.
+
+    Returns once the container runs; raises the error that stopped it
+    (the shim has recorded it and released what the container held).
+    """
+    r, w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            os.close(r)
+            os.setsid()  # no controlling terminal: a hang-up of the caller's is not ours
+            if os.fork() == 0:
+                code = _shim(engine, c, opts, spec, w)
+        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+            code = 1
+        os._exit(code)
+    os.close(w)
+    os.waitpid(child, 0)
+    chunks = []
+    while data := os.read(r, CHUNK):
+        chunks.append(data)
+    os.close(r)
+    msg = json.loads(b"".join(chunks)) if chunks else {}
+    if "pid" in msg:
+        return msg["pid"]
+    if "error" in msg:
+        raise PyctrError.from_dict(msg["error"])
+    raise ContainerInitError("the container's shim ended without a word",
+                             step="shim", path=str(c.dir),
+                             hint="run with --debug; `pyctr inspect` shows State.Error")
+
+
+def _report(fd: int | None, msg: dict) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, json.dumps(msg).encode())
+    except OSError:
+        pass  # the caller is gone: the record says it all
+    os.close(fd)
+
+
+def _shim(engine, c: Container, opts, spec: dict, report: int | None) -> int:
+    """The shim's whole life; the exit status of the shim process."""
+    from pyctr.fsutil import pid_start_time
+    from pyctr.runtime import container as rt
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)  # a detached monitor keeps no terminal open
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    me = os.getpid()
+    state = c.record["State"]
+    state.update(MonitorPid=me, MonitorStartTime=pid_start_time(me))
+    c.record["LogPath"] = str(log_path(c))
+    c.save()  # the watcher is the shim from now on, whatever becomes of the caller
+    log = LogWriter(log_path(c))
+    streams: dict[int, str] = {}
+    keep_stdin = None
+    ctr = None
+    try:
+        if opts.tty:
+            stdio = (devnull, devnull, devnull)  # the runtime gives PID 1 a pty instead
+        else:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            streams = {out_r: "stdout", err_r: "stderr"}
+            stdin = devnull
+            if opts.interactive:  # stdin stays open (no EOF) while the shim lives
+                stdin, keep_stdin = os.pipe2(os.O_CLOEXEC)
+            stdio = (stdin, out_w, err_w)
+        try:
+            ctr = rt.create(c.id, c.bundle, state_root=engine.runtime_root, stdin=stdio[0],
+                            stdout=stdio[1], stderr=stdio[2], durable=c.durable)
+        finally:
+            for fd in set(stdio) - {devnull}:
+                os.close(fd)
+        if ctr.console_fd is not None:
+            streams[ctr.console_fd] = "stdout"
+        state.update(Status="running", Running=True, Pid=ctr.pid,
+                     PidStartTime=pid_start_time(ctr.pid), StartedAt=now_iso(),
+                     FinishedAt="", ExitCode=0, Error="", OOMKilled=False)
+        c.save()
+        ctr.start()
+    except BaseException as exc:  # noqa: BLE001 - recorded and reported, never lost
+        err = exc if isinstance(exc, PyctrError) else ContainerInitError(
+            f"{type(exc).__name__}: {exc}", step="shim", hint="this is a bug in pyctr")
+        if ctr is not None:
+            ctr.wait()
+        _end(engine, c, ctr, opts, exit_code=err.exit_code, error=err.render(), log=log)
+        _report(report, {"error": err.to_dict()})
+        return 1
+    _report(report, {"pid": ctr.pid})
+    code = _relay(ctr, streams, log)
+    if keep_stdin is not None:
+        os.close(keep_stdin)
+    _end(engine, c, ctr, opts, exit_code=code, log=log)
+    return 0
+
+
+def _relay(ctr, streams: dict[int, str], log: LogWriter) -> int:
+    """Copy PID 1's output to the log until it exits; its exit code (docker's)."""
+    pidfd = os.pidfd_open(ctr.pid)
+    try:
+        exited = False
+        while streams:
+            ready, _, _ = select.select([*streams, pidfd], [], [], 0.2 if exited else None)
+            if not ready:
+                break  # PID 1 is gone and nothing more came: a process outside kept a pipe
+            for fd in ready:
+                if fd == pidfd:
+                    exited = True
+                    continue
+                try:
+                    data = os.read(fd, CHUNK)
+                except OSError as exc:  # EIO: the pty's last holder closed it
+                    if exc.errno not in (errno.EIO, errno.EBADF):
+                        raise
+                    data = b""
+                if data:
+                    log.write(streams[fd], data)
+                else:
+                    del streams[fd]
+                    os.close(fd)
+        for fd in streams:
+            os.close(fd)
+        return ctr.wait()
+    finally:
+        os.close(pidfd)
+
+
+def _end(engine, c: Container, ctr, opts, *, exit_code: int, log: LogWriter,
+         error: str = "") -> None:
+    """Record the exit and release what the container held (the monitor's last duty)."""
+    from pyctr.limits import release_parent
+
+    try:
+        log.close()
+    except OSError:
+        pass
+    oom = engine._oom_killed(c)  # before delete: the runtime removes the cgroup
+    if oom and not error:
+        from pyctr.limits import oom_hint
+        error = oom_hint(c.record["HostConfig"].get("Resources"))
+    c.record["State"]["FinishedAt"] = ""
+    engine._finish(c, exit_code=exit_code, error=error, oom_killed=oom)
+    if ctr is not None:
+        try:
+            ctr.delete()
+        except PyctrError:
+            pass
+    engine._release_start(c)
+    release_parent(engine.root, opts.cgroup_parent)
+    if opts.rm:
+        engine.containers.remove_dir(c)
+
+
+def wait_until(predicate, timeout: float | None, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds (None: forever); its last value."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not predicate():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True

@@ -1,0 +1,239 @@
+"""Detached containers through the CLI as a user types it: run -d, create/start, logs,
+stop, kill, wait, restart, and a shim that dies — checked against what the kernel shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+TICKER = "echo start; echo to-err >&2; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(ln for ln in f if ln.startswith("PPid:")).split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not _alive(pid)
+
+
+def _until(predicate, timeout: float = 10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+def detached(pyctr):
+    """Remove what a test started with run -d, and check its shims are gone."""
+    shims = []
+    yield shims
+    for cid in pyctr.ok("ps", "-aq", "--no-trunc").split():
+        pyctr("rm", "-f", cid)
+    for pid in shims:
+        assert _gone(pid), f"shim {pid} outlived its container"
+
+
+def _state(pyctr, ref):
+    return pyctr.container(ref)["State"]
+
+
+def test_run_d_prints_the_id_and_the_shim_is_pid_1s_parent(pyctr, name, detached):
+    r = pyctr("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "60")
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", cid)
+    state = _state(pyctr, cid[:8])  # any unique prefix works
+    detached.append(state["MonitorPid"])
+    assert state["Status"] == "running" and state["Running"] is True
+    assert _ppid(state["Pid"]) == state["MonitorPid"]  # the shim reaps PID 1 …
+    assert _alive(state["MonitorPid"])
+    assert os.getsid(state["MonitorPid"]) != os.getsid(0)  # … in a session of its own
+    with open(f"/proc/{state['MonitorPid']}/stat") as f:  # … with no controlling terminal
+        assert f.read().rsplit(")", 1)[1].split()[4] == "0"
+    line = next(ln for ln in pyctr.ok("ps").splitlines() if name in ln)
+    assert "Up " in line and "sleep 60" in line
+
+
+def test_logs_keep_stdout_and_stderr_apart_with_times_and_tail(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c", TICKER)
+    detached.append(_state(pyctr, name)["MonitorPid"])
+    _until(lambda: "tick 3" in pyctr.ok("logs", name))
+    r = pyctr("logs", name)
+    assert r.stdout.startswith("start\ntick 1\ntick 2\ntick 3\n")
+    assert r.stderr == "to-err\n"
+    last = pyctr.ok("logs", "--tail", "2", name).splitlines()
+    assert len(last) == 2 and all(ln.startswith("tick ") for ln in last)
+    stamped = pyctr.ok("logs", "-t", "--tail", "1", name)
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z tick \d+\n$", stamped)
+    assert pyctr.ok("logs", "--since", "1h", name).startswith("start\n")
+    assert pyctr.ok("logs", "--since", str(time.time() + 60), name) == ""
+    with open(pyctr.container(name)["LogPath"]) as f:  # docker's json-file format
+        first = json.loads(f.readline())
+    assert first["log"] == "start\n" and first["stream"] in ("stdout", "stderr")
+    bad = pyctr("logs", "--tail", "many", name)
+    assert bad.returncode == 125 and 'invalid value for --tail: "many"' in bad.stderr
+
+
+def test_logs_f_follows_new_lines_until_the_container_stops(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c",
+             "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.3; done")
+    detached.append(_state(pyctr, name)["MonitorPid"])
+    t0 = time.monotonic()
+    r = pyctr("logs", "-f", name, timeout=30)
+    assert r.returncode == 0
+    assert r.stdout == "".join(f"line {i}\n" for i in range(1, 7))
+    assert time.monotonic() - t0 > 1.0  # it waited for lines written after it began
+
+
+def test_stop_honours_the_timeout_then_kills(pyctr, name, detached):
+    # sh as PID 1 ignores SIGTERM (no handler in a pid namespace's init)
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "60")
+    state = _state(pyctr, name)
+    detached.append(state["MonitorPid"])
+    t0 = time.monotonic()
+    pyctr.ok("stop", "-t", "1", name)
+    took = time.monotonic() - t0
+    assert 1.0 <= took < 6, took
+    after = _state(pyctr, name)
+    assert (after["Status"], after["ExitCode"], after["Running"]) == ("exited", 137, False)
+    assert not _alive(state["Pid"])
+    assert _gone(state["MonitorPid"])
+    assert not os.path.ismount(pyctr.container(name)["GraphDriver"]["Data"]["MergedDir"])
+
+
+def test_stop_signal_handled_by_the_container_is_quick(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c",
+             "trap 'echo got-term; exit 3' TERM; while true; do sleep 0.1; done")
+    detached.append(_state(pyctr, name)["MonitorPid"])
+    t0 = time.monotonic()
+    pyctr.ok("stop", name)
+    assert time.monotonic() - t0 < 5
+    assert _state(pyctr, name)["ExitCode"] == 3
+    assert "got-term" in pyctr.ok("logs", name)
+
+
+def test_kill_sends_the_signal_asked_for(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c",
+             "trap 'echo usr1; exit 5' USR1; while true; do sleep 0.1; done")
+    detached.append(_state(pyctr, name)["MonitorPid"])
+    pyctr.ok("kill", "-s", "USR1", name)
+    assert pyctr.ok("wait", name) == "5\n"
+    assert pyctr.ok("logs", name) == "usr1\n"
+    again = pyctr("kill", name)
+    assert again.returncode == 1
+    assert f"cannot kill container {name}: container is not running" in again.stderr
+    bad = pyctr("kill", "-s", "NOPE", name)
+    assert bad.returncode == 125 and 'invalid signal: "NOPE"' in bad.stderr
+
+
+def test_create_then_start_then_wait(pyctr, name, detached):
+    cid = pyctr.ok("create", "--name", name, "--network", "none", "busybox", "sh", "-c",
+                   "echo ran; exit 7").strip()
+    state = _state(pyctr, name)
+    assert (state["Status"], state["Pid"]) == ("created", 0)
+    assert "Created" in next(ln for ln in pyctr.ok("ps", "-a").splitlines() if name in ln)
+    pyctr.ok("ps")  # a created container is no abandoned one: reconcile leaves it alone
+    assert _state(pyctr, name)["Status"] == "created"
+    assert not os.path.ismount(f"{pyctr.root}/containers/{cid}/rootfs")
+    r = pyctr("start", "-a", name)
+    assert (r.returncode, r.stdout) == (7, "ran\n")
+    assert pyctr.ok("wait", cid) == "7\n"
+
+
+def test_restart_makes_a_new_process_and_keeps_the_logs(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c",
+             "echo hello; trap 'exit 0' TERM; while true; do sleep 0.1; done")
+    first = _state(pyctr, name)
+    detached.append(first["MonitorPid"])
+    _until(lambda: "hello" in pyctr.ok("logs", name))
+    pyctr.ok("restart", "-t", "2", name)
+    second = _state(pyctr, name)
+    detached.append(second["MonitorPid"])
+    assert second["Status"] == "running" and second["Pid"] != first["Pid"]
+    assert second["StartedAt"] > first["StartedAt"]
+    assert not _alive(first["Pid"]) and _gone(first["MonitorPid"])
+    _until(lambda: pyctr.ok("logs", name).count("hello") == 2)
+
+
+def test_run_d_rm_removes_itself_and_wait_still_gets_the_code(pyctr, name, detached):
+    cid = pyctr.ok("run", "-d", "--rm", "--name", name, "--network", "none", "busybox",
+                   "sh", "-c", "sleep 0.5; exit 4").strip()
+    assert pyctr.ok("wait", cid) == "4\n"
+    _until(lambda: name not in pyctr.ok("ps", "-a"))
+    assert not os.path.exists(f"{pyctr.root}/containers/{cid}")
+
+
+def test_a_killed_shim_never_leaves_a_container_running_forever(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "60")
+    state = _state(pyctr, name)
+    os.kill(state["MonitorPid"], signal.SIGKILL)
+    assert _gone(state["MonitorPid"])
+    line = next(ln for ln in pyctr.ok("ps", "-a").splitlines() if name in ln)
+    assert "Exited (137)" in line
+    after = _state(pyctr, name)
+    assert "monitor" in after["Error"] and after["Running"] is False
+    assert _gone(state["Pid"])
+
+
+def test_a_bad_command_fails_run_d_with_docker_status(pyctr, name, detached):
+    r = pyctr("run", "-d", "--name", name, "--network", "none", "busybox", "no-such-cmd")
+    assert r.returncode == 127
+    assert 'exec: "no-such-cmd": executable file not found in $PATH' in r.stderr
+    state = _state(pyctr, name)
+    assert (state["Status"], state["ExitCode"]) == ("exited", 127)
+
+
+def test_one_name_two_runs_exactly_one_wins(pyctr, name, detached):
+    def run(_):
+        return pyctr("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "30")
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, range(2)))
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0, 125], [r.stderr for r in results]
+    loser = next(r for r in results if r.returncode)
+    assert f'the container name "/{name}" is already in use' in loser.stderr
+    detached.append(_state(pyctr, name)["MonitorPid"])
+
+
+def test_twenty_parallel_runs_lose_nothing(pyctr, detached):
+    def run(i):
+        return pyctr("run", "-d", "--name", f"par-{os.getpid()}-{i}", "--network", "none",
+                     "busybox", "sleep", "30")
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(run, range(20)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
+    ids = {r.stdout.strip() for r in results}
+    assert len(ids) == 20
+    running = set(pyctr.ok("ps", "-q", "--no-trunc").split())
+    assert ids <= running
+    for cid in ids:
+        state = _state(pyctr, cid)
+        detached.append(state["MonitorPid"])
+        assert _alive(state["Pid"]) and _ppid(state["Pid"]) == state["MonitorPid"]
+    subprocess.run(pyctr.argv("rm", "-f", *ids), check=True, capture_output=True)

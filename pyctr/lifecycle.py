@@ -179,6 +179,70 @@ class LifecycleMixin:
             os.close(fd)
         return c.record["State"].get("ExitCode", 0)
 
+    def exec(self, ref: str, args: list[str], *, interactive: bool = False, tty: bool = False,
+             detach: bool = False, env: list[str] | None = None, workdir: str | None = None,
+             user: str | None = None) -> int | None:
+        """Run ``args`` inside a running container (docker exec): its exit code, or None with
+        ``detach``.  The process joins every namespace and the cgroup of PID 1 and gets
+        the container's capabilities, no_new_privs and seccomp filter."""
+        from pyctr.run import _console_size, _forward_signals
+        from pyctr.runtime import exec as rexec
+        from pyctr.runtime.container import SECCOMP_CACHE
+        from pyctr.runtime.users import resolve_user
+
+        c = self.containers.get(ref)
+        status = self.status(c)
+        if status == "paused":
+            raise Conflict(f"container {c.name} is paused, unpause the container before exec")
+        if status != "running":
+            raise Conflict(f"container {c.name} is not running",
+                           hint=f"start it first: pyctr start {c.name}")
+        with open(c.dir / "config.json") as f:
+            spec = json.load(f)
+        proc = dict(spec["process"], args=list(args), terminal=tty)
+        proc.pop("consoleSize", None)
+        size = _console_size() if tty else None
+        if size:
+            proc["consoleSize"] = {"height": size[0], "width": size[1]}
+        proc["env"] = B.merge_env(proc.get("env", []), B.parse_env(env or []))
+        if workdir:
+            if not workdir.startswith("/"):
+                raise UserError(f"the working directory '{workdir}' is invalid, it needs to "
+                                "be an absolute path")
+            proc["cwd"] = workdir
+        if user:
+            u = resolve_user(c.rootfs, user)
+            proc["user"] = {"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids}
+            proc["env"] = B.merge_env(proc["env"], [f"HOME={u.home}"], B.parse_env(env or []))
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        # detached: nothing of ours is kept open (docker exec -d gives it no stdio)
+        stdio = (devnull,) * 3 if detach else (0 if interactive else devnull, 1, 2)
+        try:
+            ex = rexec.exec_process(c.id, self.runtime_root, proc, stdin=stdio[0],
+                                    stdout=stdio[1], stderr=stdio[2],
+                                    seccomp_cache=str(self.runtime_root / SECCOMP_CACHE))
+        finally:
+            os.close(devnull)
+        try:
+            ex.started()
+        except BaseException:
+            os.waitpid(ex.pid, 0)
+            raise
+        if detach:
+            if ex.console_fd is not None:
+                os.close(ex.console_fd)
+            return None
+        with _forward_signals(ex.pid):
+            if ex.console_fd is not None:
+                from pyctr.tty import relay
+                try:
+                    relay(ex.console_fd, interactive=interactive)
+                finally:
+                    os.close(ex.console_fd)
+            _, status_ = os.waitpid(ex.pid, 0)
+        return os.waitstatus_to_exitcode(status_) if os.WIFEXITED(status_) \
+            else 128 + os.WTERMSIG(status_)
+
     def restart(self, ref: str, timeout: float | None = None) -> Container:
         c = self.stop(ref, timeout)
         return self.start(c.id)

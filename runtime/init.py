@@ -48,6 +48,7 @@ class InitContext:
     seccomp_program: bytes | None = None
     executable: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    steps: list | None = None  # the pipeline to run: STEPS (create) or EXEC_STEPS (exec)
 
     def send(self, message: dict, fds: list[int] | None = None) -> None:
         if self.sync is not None:
@@ -200,6 +201,25 @@ STEPS: list[tuple[str, Step]] = [
 
 STEP_NAMES = [name for name, _ in STEPS]
 
+# runc exec: a process joining a running container.  Its namespaces, cgroup and
+# rootfs exist already (joined by process.spawn_exec before this runs, the
+# seccomp filter compiled by the caller on the host): only the privilege
+# steps remain, in the same order as PID 1's.
+EXEC_STEPS: list[tuple[str, Step]] = [
+    ("console", terminal.setup_exec_console),
+    ("rlimits", security.set_rlimits),
+    ("seccomp without no_new_privs", security.set_seccomp_privileged),
+    ("user", security.set_user),
+    ("capabilities", security.set_capabilities),
+    ("no_new_privs", security.set_no_new_privs),
+    ("seccomp", security.set_seccomp),
+    ("chdir", change_dir),
+    ("lookup executable", lookup_executable),
+    ("close fds", close_fds),
+    ("ready", wait_for_start),
+    ("execve", execve),
+]
+
 _UNPRIVILEGED_EPERM = ("the init has dropped its capabilities and may run under seccomp: "
                        "the spec's process.capabilities or linux.seccomp forbid this")
 _HINTS = {
@@ -229,7 +249,9 @@ def as_error(name: str, exc: BaseException, ctx: InitContext) -> PyctrError:
 
 def run_pipeline(ctx: InitContext, steps: list[tuple[str, Step]] | None = None) -> None:
     """Run the steps in order; the first failure is raised as a PyctrError naming its step."""
-    for name, fn in steps if steps is not None else STEPS:
+    if steps is None:
+        steps = ctx.steps if ctx.steps is not None else STEPS
+    for name, fn in steps:
         try:
             fn(ctx)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller, never lost

@@ -103,11 +103,11 @@ def _intermediate(ctx: InitContext, child: socket.socket, stdio: tuple[int, int,
         _set_stdio(*stdio)
         namespaces = ctx.spec.get("linux", {}).get("namespaces", [])
         if cgroup_mgr is not None:
-            join_namespaces(ctx.sys, [ns for ns in namespaces if ns["type"] != "cgroup"])
+            # first: the host's cgroupfs is still in view (a joined mount namespace
+            # would hide it), and a new cgroup namespace is rooted where we are
             step = "cgroup"
             cgroup.join_self(cgroup_mgr)
             step = "namespaces"
-            namespaces = [ns for ns in namespaces if ns["type"] == "cgroup"]
         join_namespaces(ctx.sys, namespaces)
         step = "fork init"
         go_r, go_w = os.pipe()
@@ -189,19 +189,37 @@ def _spawn(spec: dict, rootfs: str, bundle: str, fifo: str, made: list[Manager],
     mgr = cgroup.setup(spec)  # None without linux.cgroupsPath
     if mgr is not None:
         made.append(mgr)
+    fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+    try:
+        ctx = InitContext(spec=spec, rootfs=rootfs, bundle=bundle, sys=Syscalls(),
+                          fifo_fd=fifo_fd, seccomp_cache=seccomp_cache)
+        return _fork_init(ctx, (stdin, stdout, stderr), mgr)
+    finally:
+        os.close(fifo_fd)
+
+
+def spawn_exec(ctx: InitContext, stdio: tuple[int, int, int],
+               cgroup_path: str | None) -> Spawned:
+    """runc exec's process: join the container's cgroup and namespaces (ctx.spec's
+    namespaces, all by path) and run ctx.steps (init.EXEC_STEPS) up to "ready"."""
+    check_single_threaded()
+    Syscalls.preload()
+    mgr = cgroup.open_path(cgroup_path) if cgroup_path else None
+    return _fork_init(ctx, stdio, mgr)
+
+
+def _fork_init(ctx: InitContext, stdio: tuple[int, int, int], mgr: Manager | None) -> Spawned:
+    """Fork the intermediate child, then read its reports until the new process is ready."""
     # orphans (our PID 1 once the intermediate child exits) become our children
     sc.set_child_subreaper()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
-    ctx = InitContext(spec=spec, rootfs=rootfs, bundle=bundle, sys=Syscalls(), sync=child,
-                      fifo_fd=fifo_fd, seccomp_cache=seccomp_cache)
+    ctx.sync = child
     try:
         first = os.fork()
         if first == 0:  # pragma: no cover - runs in the child
             parent.close()
-            _intermediate(ctx, child, (stdin, stdout, stderr), cgroup_mgr=mgr)
+            _intermediate(ctx, child, stdio, cgroup_mgr=mgr)
     finally:
-        os.close(fifo_fd)
         child.close()
     parent.settimeout(SYNC_TIMEOUT)
     init_pid = 0

@@ -60,6 +60,22 @@ def setup_console(ctx: InitContext) -> None:
     ctx.sys.close(slave)
 
 
+def setup_exec_console(ctx: InitContext) -> None:
+    """`exec -t`: a pty from the container's own devpts as controlling tty and stdio;
+    /dev/console stays PID 1's."""
+    proc = ctx.spec["process"]
+    if not proc.get("terminal"):
+        return
+    master, slave = ctx.sys.open_pty()
+    size = proc.get("consoleSize")
+    if size:
+        ctx.sys.set_console_size(slave, size["height"], size["width"])
+    ctx.sys.make_controlling_tty(slave)
+    ctx.send_console(master)
+    ctx.sys.close(master)
+    ctx.sys.close(slave)
+
+
 def make_controlling_tty(slave: int) -> None:
     """setsid + TIOCSCTTY, then the slave on 0, 1 and 2."""
     os.setsid()

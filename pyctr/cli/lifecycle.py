@@ -1,4 +1,4 @@
-"""Lifecycle verbs: start, stop, kill, wait, restart, logs (the work is in pyctr/lifecycle.py)."""
+"""Lifecycle verbs: start, stop, kill, wait, restart, logs, exec (the work is in pyctr/lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -108,4 +108,28 @@ def _print_logs(engine, ref, *, follow, tail=None, timestamps=False, since=None,
         out.flush()
 
 
-COMMANDS = [start, stop, restart, kill, wait, logs]
+@click.command(context_settings={"allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
+@click.option("-d", "--detach", is_flag=True, help="Leave the command running in the background.")
+@click.option("-e", "--env", multiple=True, metavar="NAME[=VALUE]",
+              help="Set an environment variable.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("-u", "--user", help="User (name|uid[:group|gid]) from the image's /etc/passwd.")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def exec_(engine, interactive, tty, detach, env, workdir, user, container, command) -> int:
+    """Run a command in a running container (its namespaces, cgroup and privileges)."""
+    import os
+
+    if tty and interactive and not detach and not os.isatty(0):
+        raise click.UsageError("the input device is not a TTY")
+    code = engine.exec(container, list(command), interactive=interactive, tty=tty,
+                       detach=detach, env=list(env), workdir=workdir, user=user)
+    return 0 if code is None else code
+
+
+exec_.name = "exec"
+
+COMMANDS = [start, stop, restart, kill, wait, logs, exec_]

@@ -21,7 +21,7 @@ VERBS = {
     "run": "container", "create": "container", "ps": "container", "rm": "container", "inspect": "container",
     "pause": "container", "unpause": "container", "port": "container",
     "start": "lifecycle", "stop": "lifecycle", "restart": "lifecycle", "kill": "lifecycle",
-    "wait": "lifecycle", "logs": "lifecycle",
+    "wait": "lifecycle", "logs": "lifecycle", "exec": "lifecycle",
     "images": "image", "load": "image", "import": "image", "tag": "image", "rmi": "image",
     "update": "limits", "stats": "limits",
     "network": "network",

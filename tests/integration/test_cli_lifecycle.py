@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +238,49 @@ def test_twenty_parallel_runs_lose_nothing(pyctr, detached):
         detached.append(state["MonitorPid"])
         assert _alive(state["Pid"]) and _ppid(state["Pid"]) == state["MonitorPid"]
     subprocess.run(pyctr.argv("rm", "-f", *ids), check=True, capture_output=True)
+
+
+def test_exec_joins_every_namespace_and_the_cgroup_of_pid_1(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "--hostname", "boxy",
+             "busybox", "sleep", "60")
+    state = _state(pyctr, name)
+    detached.append(state["MonitorPid"])
+    pid1 = state["Pid"]
+    pyctr.ok("exec", "-d", name, "sleep", "30")
+    cgroup = pyctr.container(name)["HostConfig"]["CgroupPath"]
+    procs_file = next(p for p in (f"/sys/fs/cgroup/pids{cgroup}/cgroup.procs",
+                                  f"/sys/fs/cgroup{cgroup}/cgroup.procs") if os.path.exists(p))
+    pids = _until(lambda: [int(p) for p in Path(procs_file).read_text().split()
+                           if int(p) != pid1] or None)
+    (other,) = pids  # the exec'd process, in the container's cgroup …
+    for kind in ("pid", "mnt", "uts", "ipc", "net", "cgroup"):  # … and all its namespaces
+        assert os.readlink(f"/proc/{other}/ns/{kind}") == os.readlink(f"/proc/{pid1}/ns/{kind}")
+    with open(f"/proc/{other}/status") as f:
+        status = dict(ln.split(":\t", 1) for ln in f.read().splitlines() if ":\t" in ln)
+    assert status["CapEff"].strip() == "00000000a80425fb"
+    assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+    out = pyctr.ok("exec", name, "sh", "-c", "hostname; echo $$; ps -o pid,args; cat /etc/hostname")
+    lines = out.splitlines()
+    assert lines[0] == "boxy"
+    assert any(ln.split()[:3] == ["1", "sleep", "60"] for ln in lines)  # PID 1 is the container's
+    assert lines[-1] == "boxy"
+
+
+def test_exec_flags_exit_codes_and_errors(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "60")
+    detached.append(_state(pyctr, name)["MonitorPid"])
+    assert pyctr("exec", name, "sh", "-c", "exit 42").returncode == 42
+    r = pyctr("exec", "-u", "nobody", "-w", "/tmp", "-e", "FOO=bar", name,
+              "sh", "-c", "id -u; pwd; echo $FOO")
+    assert r.stdout.split() == ["65534", "/tmp", "bar"]
+    assert pyctr("exec", "-i", name, "cat", input="piped in\n").stdout == "piped in\n"
+    r = pyctr("exec", name, "no-such-cmd")
+    assert r.returncode == 127
+    assert 'exec: "no-such-cmd": executable file not found in $PATH' in r.stderr
+    pyctr.ok("pause", name)
+    r = pyctr("exec", name, "true")
+    assert r.returncode == 125 and "is paused, unpause the container before exec" in r.stderr
+    pyctr.ok("unpause", name)
+    pyctr.ok("stop", "-t", "0", name)
+    r = pyctr("exec", name, "true")
+    assert r.returncode == 125 and f"container {name} is not running" in r.stderr

@@ -103,3 +103,18 @@ def test_window_size_follows_the_users_terminal(pyctr):
     t.read_until(b"40 120")
     t.type(b"exit\n")
     assert t.close() == 0
+
+
+def test_exec_it_is_a_shell_on_a_pty_of_the_containers_devpts(pyctr, name):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "60")
+    try:
+        t = Terminal(pyctr.argv("exec", "-it", name, "sh"))
+        t.read_until(b"# ")
+        t.type(b"tty; stty size; echo $((6*7))\n")
+        out = t.read_until(b"42")
+        assert b"/dev/pts/" in out and b"33 101" in out
+        t.type(b"exit 3\n")
+        assert t.close() == 3
+        assert t.after == t.before
+    finally:
+        pyctr("rm", "-f", name)

@@ -66,6 +66,38 @@ class RunOptions:
     limits: object = field(default_factory=_no_limits)  # pyctr.limits.LimitFlags
     cgroup_parent: str | None = None
     net: object = field(default_factory=_default_network)  # pyctr.network.NetOptions
+    init: bool = False
+
+
+INIT_PATH = "/sbin/docker-init"  # where docker puts its init in the container
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/catatonit", "/usr/libexec/podman/catatonit")
+
+
+def find_init(candidates: tuple[str, ...] = INIT_BINARIES) -> str:
+    """--init: a static init from the host (tini-static or catatonit, Debian packages).
+
+    Static, because it runs in the container's rootfs, whose libc may be
+    another or none at all (busybox)."""
+    for path in candidates:
+        if os.access(path, os.X_OK):
+            return path
+    raise UserError("--init needs a static init on the host: none of "
+                    + ", ".join(candidates) + " exists",
+                    hint="apt-get install tini (or catatonit)")
+
+
+def init_mounts(opts: RunOptions) -> list[dict]:
+    """The init bound read-only at /sbin/docker-init, as docker does."""
+    if not opts.init:
+        return []
+    return [{"destination": INIT_PATH, "type": "bind", "source": find_init(),
+             "options": ["rbind", "rprivate", "ro", "nosuid", "nodev"]}]
+
+
+def with_init(args: list[str], opts: RunOptions) -> list[str]:
+    """PID 1 is the init, which runs the command as its child: it forwards signals
+    to it and reaps every orphan that is reparented to PID 1."""
+    return [INIT_PATH, "--", *args] if opts.init else args
 
 
 def options_to_record(opts: RunOptions, *, env: list[str]) -> dict:

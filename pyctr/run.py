@@ -75,6 +75,8 @@ class RunMixin:
             B.parse_volume(v, volumes_dir=self.root / "volumes")
         for t in opts.tmpfs:
             B.parse_tmpfs(t)
+        if opts.init:
+            B.find_init()
         env = [e for path in opts.env_files for e in B.read_env_file(path)]
         env += B.parse_env(opts.env)  # fail on a bad entry before anything is made
         resources, _ = resources_from_flags(opts.limits)  # docker's texts, before anything exists
@@ -99,7 +101,7 @@ class RunMixin:
                                        "Binds": list(opts.volumes),
                                        "Tmpfs": list(opts.tmpfs),
                                        "CgroupParent": opts.cgroup_parent or "",
-                                       "NetworkMode": opts.net.network,
+                                       "NetworkMode": opts.net.network, "Init": opts.init,
                                        **docker_limits(resources)},
                         "RunOptions": B.options_to_record(opts, env=env)},
                 monitor=monitor)
@@ -123,7 +125,7 @@ class RunMixin:
 
         image = self.images.resolve(c.record["ImageID"])
         cfg = image.config or {}
-        args = [c.record["Path"], *c.record["Args"]]
+        args = B.with_init([c.record["Path"], *c.record["Args"]], opts)
         cwd = c.record["Config"]["WorkingDir"]
         user_mounts = [B.parse_volume(v, volumes_dir=self.root / "volumes")
                        for v in opts.volumes] + [B.parse_tmpfs(t) for t in opts.tmpfs]
@@ -247,7 +249,8 @@ class RunMixin:
             env=B.container_env(cfg, opts, hostname=hostname, home=user.home),
             uid=user.uid, gid=user.gid, additional_gids=user.additional_gids,
             hostname=hostname, terminal=opts.tty, read_only=opts.read_only,
-            mounts=B.oci_mounts(user_mounts, etc), console_size=_console_size(),
+            mounts=B.oci_mounts(user_mounts, etc) + B.init_mounts(opts),
+            console_size=_console_size(),
             cgroups_path=c.record["HostConfig"]["CgroupPath"],
             resources=c.record["HostConfig"]["Resources"],
             netns_path=net.get("SandboxKey") or None, host_network=opts.net.mode == "host")

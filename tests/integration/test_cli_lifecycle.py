@@ -284,3 +284,46 @@ def test_exec_flags_exit_codes_and_errors(pyctr, name, detached):
     pyctr.ok("stop", "-t", "0", name)
     r = pyctr("exec", name, "true")
     assert r.returncode == 125 and f"container {name} is not running" in r.stderr
+
+
+def _zombie_children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+@pytest.mark.parametrize("init", [True, False])
+def test_init_reaps_the_orphans_pid_1_inherits(pyctr, name, detached, init):
+    """Orphans of an exec'd shell are reparented to the container's PID 1: tini
+    (--init) reaps them; `sleep` as PID 1 never does, and zombies pile up."""
+    flags = ["--init"] if init else []
+    pyctr.ok("run", "-d", *flags, "--name", name, "--network", "none", "busybox", "sleep", "60")
+    state = _state(pyctr, name)
+    detached.append(state["MonitorPid"])
+    with open(f"/proc/{state['Pid']}/cmdline") as f:
+        argv = f.read().split("\0")
+    assert argv[:3] == (["/sbin/docker-init", "--", "sleep"] if init else ["sleep", "60", ""])
+    for _ in range(3):  # three orphans, each exiting after its parent
+        pyctr.ok("exec", name, "sh", "-c", "(sleep 0.2 &)")
+    time.sleep(1.0)
+    zombies = _zombie_children(state["Pid"])
+    assert zombies == [] if init else len(zombies) == 3
+    assert pyctr.container(name)["HostConfig"]["Init"] is init
+
+
+def test_init_forwards_the_stop_signal(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--init", "--name", name, "--network", "none", "busybox",
+             "sleep", "60")
+    detached.append(_state(pyctr, name)["MonitorPid"])
+    t0 = time.monotonic()
+    pyctr.ok("stop", name)  # sleep is no PID 1 here: SIGTERM kills it at once
+    assert time.monotonic() - t0 < 5
+    assert _state(pyctr, name)["ExitCode"] == 143

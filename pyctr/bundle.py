@@ -178,6 +178,19 @@ def merge_env(*layers: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in merged.items()]
 
 
+def name_anonymous_volumes(specs: list[str]) -> tuple[list[str], list[str]]:
+    """``-v /data`` (no source) is an anonymous volume: named here by a random id, once,
+    at create, so every start mounts the same one; `rm -v` removes it."""
+    out, names = [], []
+    for spec in specs:
+        if ":" not in spec and spec.startswith("/"):
+            name = os.urandom(32).hex()
+            names.append(name)
+            spec = f"{name}:{spec}"
+        out.append(spec)
+    return out, names
+
+
 def parse_volume(spec: str, *, volumes_dir: Path) -> Mount:
     """``-v HOST:CTR[:ro|rw]``; a HOST without '/' names a volume under the root dir."""
     parts = spec.split(":")

@@ -193,6 +193,19 @@ class ContainerStore:
                 os.close(fd)
         remove_tree(gone)
 
+    def rename(self, c: Container, new_name: str) -> Container:
+        """Under the store lock, as create: two renames to one name cannot both win."""
+        with self._lock():
+            for other in self.list():
+                if other.name == new_name:
+                    raise Conflict(f'the container name "/{new_name}" is already in use by '
+                                   f'container "{other.id}"',
+                                   hint="remove it or choose another name")
+            c = self.reload(c)
+            c.record["Name"] = new_name
+            c.save()
+        return c
+
     def reload(self, c: Container) -> Container:
         """The record as it is on disk now (another process, the shim, writes it)."""
         with open(c.dir / "container.json") as f:

@@ -64,6 +64,15 @@ class Engine(RunMixin, LifecycleMixin):
     @property
     def runtime_root(self) -> Path:
         return self.run_dir / "runtime"
+
+    def _event(self, action: str, c: Container, **attributes) -> None:
+        from pyctr import events
+        events.emit(self.run_dir, action, c, **attributes)
+
+    def _destroy(self, c: Container) -> None:
+        """The container's directory goes; a destroy event says so."""
+        self.containers.remove_dir(c)
+        self._event("destroy", c)
     # ---- state from the kernel ------------------------------------------------
 
     def cgroup(self, c: Container):
@@ -124,6 +133,7 @@ class Engine(RunMixin, LifecycleMixin):
         if self.status(c) == "paused":
             raise Conflict(f"container {c.name} is already paused")
         self.cgroup(c).freeze()
+        self._event("pause", c)
         return c
 
     def unpause(self, ref: str) -> Container:
@@ -131,11 +141,33 @@ class Engine(RunMixin, LifecycleMixin):
         if self.status(c) != "paused":
             raise Conflict(f"container {c.name} is not paused")
         self.cgroup(c).thaw()
+        self._event("unpause", c)
         return c
 
     # ---- removal and clean-up ---------------------------------------------------
 
-    def remove_container(self, ref: str, *, force: bool = False) -> str:
+    def rename(self, ref: str, new_name: str) -> Container:
+        """Give a container another unique name (running or not)."""
+        from pyctr.bundle import validate_name
+
+        validate_name(new_name)
+        c = self.containers.get(ref)
+        old = c.name
+        c = self.containers.rename(c, new_name)
+        self._event("rename", c, oldName=old)
+        net = (c.record.get("NetworkSettings") or {}).get("NetworkName")
+        if net and self.status(c) in ("running", "paused"):
+            from pyctr import network
+            network.refresh_peers(self, net)  # the new name resolves in its peers' /etc/hosts
+        return c
+
+    def top_pids(self, ref: str) -> list[int]:
+        """The host pids of every process of a running container (its cgroup's members)."""
+        c = self._running(ref, "top")
+        mgr = self.cgroup(c)
+        return sorted(mgr.pids()) if mgr is not None else [c.record["State"]["Pid"]]
+
+    def remove_container(self, ref: str, *, force: bool = False, volumes: bool = False) -> str:
         c = self.containers.get(ref)
         if self.status(c) in ("running", "paused"):
             if not force:
@@ -147,8 +179,23 @@ class Engine(RunMixin, LifecycleMixin):
             _kill_and_wait(c.record["State"]["Pid"], c.record["State"].get("PidStartTime"))
         _wait_monitor(c)  # its `pyctr run` cleans up after the exit: let it finish first
         self._release(c)
-        self.containers.remove_dir(c)
+        self._destroy(c)
+        if volumes:  # -v: the anonymous volumes go with it (named ones stay, as in docker)
+            from pyctr.fsutil import remove_tree
+            for name in c.record.get("HostConfig", {}).get("AnonymousVolumes") or []:
+                remove_tree(self.root / "volumes" / name)
         return c.name
+
+    def prune_containers(self) -> list[str]:
+        """`pyctr container prune`: every stopped (exited or created) container."""
+        self.reconcile()
+        removed = []
+        for c in self.containers.list():
+            if self.status(c) in ("exited", "created") and not c.monitor_alive:
+                self._release(c)
+                self._destroy(c)
+                removed.append(c.id)
+        return removed
 
     def _release(self, c: Container) -> None:
         """What a stopped container may still hold: network, rootfs mount, cgroup, state."""
@@ -196,7 +243,7 @@ class Engine(RunMixin, LifecycleMixin):
                          error="the container's monitor (its shim, or pyctr run) ended before "
                                "it: the exit status is lost")
             if c.record["HostConfig"].get("AutoRemove"):
-                self.containers.remove_dir(c)
+                self._destroy(c)
             cleaned.append(c.id)
         return cleaned
 
@@ -208,7 +255,7 @@ class Engine(RunMixin, LifecycleMixin):
         for c in self.containers.list():
             if self.status(c) in ("exited", "created"):
                 self._release(c)
-                self.containers.remove_dir(c)
+                self._destroy(c)
                 removed.append(c.id)
         cgroups = self._prune_cgroups()
         import shutil

@@ -112,7 +112,7 @@ class LifecycleMixin:
                          error=err.render() if err else str(exc))
             release_parent(self.root, opts.cgroup_parent)
             if opts.rm:
-                self.containers.remove_dir(c)
+                self._destroy(c)
             raise
         shim.launch(self, c, opts, spec)  # from here the shim owns the record
         return self.containers.get(c.id) if c.dir.exists() else c
@@ -130,8 +130,11 @@ class LifecycleMixin:
         self._thaw(c)  # a frozen task acts on no signal (v1) until thawed
         if not wait_gone(pid, started, max(timeout, 0)):
             signal_pid(pid, started, signal.SIGKILL)
+            self._event("kill", c, signal=int(signal.SIGKILL))
             wait_gone(pid, started, 10)
-        return self._after_exit(c)
+        c = self._after_exit(c)
+        self._event("stop", c)
+        return c
 
     def kill(self, ref: str, sig: str | int = "KILL") -> Container:
         """Send a signal to PID 1 (docker kill; SIGKILL by default)."""
@@ -144,6 +147,7 @@ class LifecycleMixin:
                            hint="pyctr ps lists the running containers")
         if num in (signal.SIGKILL, signal.SIGTERM):
             self._thaw(c)
+        self._event("kill", c, signal=num)
         return c
 
     def wait(self, ref: str) -> int:
@@ -245,7 +249,9 @@ class LifecycleMixin:
 
     def restart(self, ref: str, timeout: float | None = None) -> Container:
         c = self.stop(ref, timeout)
-        return self.start(c.id)
+        c = self.start(c.id)
+        self._event("restart", c)
+        return c
 
     def _thaw(self, c: Container) -> None:
         mgr = self.cgroup(c)

@@ -71,6 +71,7 @@ class RunMixin:
             B.validate_name(opts.name)
         if opts.hostname is not None:
             B.validate_hostname(opts.hostname)
+        opts.volumes, anonymous = B.name_anonymous_volumes(opts.volumes)
         for v in opts.volumes:
             B.parse_volume(v, volumes_dir=self.root / "volumes")
         for t in opts.tmpfs:
@@ -102,6 +103,7 @@ class RunMixin:
                                        "Tmpfs": list(opts.tmpfs),
                                        "CgroupParent": opts.cgroup_parent or "",
                                        "NetworkMode": opts.net.network, "Init": opts.init,
+                                       "AnonymousVolumes": anonymous,
                                        **docker_limits(resources)},
                         "RunOptions": B.options_to_record(opts, env=env)},
                 monitor=monitor)
@@ -114,6 +116,7 @@ class RunMixin:
         c.record["Config"]["Hostname"] = opts.hostname or (
             os.uname().nodename if opts.net.mode == "host" else c.id[:12])
         c.save()
+        self._event("create", c)
         return c
 
     def _prepare(self, c: Container, opts: B.RunOptions) -> dict:
@@ -166,7 +169,7 @@ class RunMixin:
             self._release_start(c)
             release_parent(self.root, opts.cgroup_parent)  # the runtime removed the cgroup
             if opts.rm:
-                self.containers.remove_dir(c)
+                self._destroy(c)
             elif c.dir.exists():
                 c.save()
 
@@ -277,6 +280,7 @@ class RunMixin:
             state.update(Status="running", Running=True, Pid=ctr.pid,
                          PidStartTime=pid_start_time(ctr.pid), StartedAt=now_iso())
             c.save()
+            self._event("start", c)
             with _forward_signals(ctr.pid):
                 try:
                     ctr.start()
@@ -308,14 +312,23 @@ class RunMixin:
             return False
 
     def _finish(self, c: Container, *, exit_code: int, error: str = "",
-                oom_killed: bool = False) -> None:
+                oom_killed: bool = False, force: bool = False) -> None:
+        """Record the exit.  The record is re-read first: other processes change it while
+        the container runs (rename, update).  Once only, unless ``force``."""
+        try:
+            c.record = self.containers.reload(c).record
+        except (OSError, ValueError):
+            pass  # removed meanwhile (rm -f), or never written: keep ours
         state = c.record["State"]
-        if state.get("FinishedAt"):
+        if state.get("FinishedAt") and not force:
             return
         state.update(Status="exited", Running=False, Pid=0, ExitCode=exit_code,
                      Error=error, OOMKilled=oom_killed, FinishedAt=now_iso())
         if c.dir.exists():
             c.save()
+        if oom_killed:
+            self._event("oom", c)
+        self._event("die", c, exitCode=exit_code)
 
 
 def docker_limits(res) -> dict:

@@ -174,6 +174,7 @@ def _shim(engine, c: Container, opts, spec: dict, report: int | None) -> int:
                      FinishedAt="", ExitCode=0, Error="", OOMKilled=False)
         c.save()
         ctr.start()
+        engine._event("start", c)
     except BaseException as exc:  # noqa: BLE001 - recorded and reported, never lost
         err = exc if isinstance(exc, PyctrError) else ContainerInitError(
             f"{type(exc).__name__}: {exc}", step="shim", hint="this is a bug in pyctr")
@@ -234,8 +235,7 @@ def _end(engine, c: Container, ctr, opts, *, exit_code: int, log: LogWriter,
     if oom and not error:
         from pyctr.limits import oom_hint
         error = oom_hint(c.record["HostConfig"].get("Resources"))
-    c.record["State"]["FinishedAt"] = ""
-    engine._finish(c, exit_code=exit_code, error=error, oom_killed=oom)
+    engine._finish(c, exit_code=exit_code, error=error, oom_killed=oom, force=True)
     if ctr is not None:
         try:
             ctr.delete()
@@ -244,7 +244,7 @@ def _end(engine, c: Container, ctr, opts, *, exit_code: int, log: LogWriter,
     engine._release_start(c)
     release_parent(engine.root, opts.cgroup_parent)
     if opts.rm:
-        engine.containers.remove_dir(c)
+        engine._destroy(c)
 
 
 def wait_until(predicate, timeout: float | None, interval: float = 0.01) -> bool:

@@ -113,17 +113,64 @@ def _command(c) -> str:
     return f'"{cmd[:19]}…"' if len(cmd) > 20 else f'"{cmd}"'
 
 
+FILTERS = ("id", "name", "label", "status", "exited", "ancestor")
+STATUSES = ("created", "running", "paused", "exited")
+
+
+def parse_filters(values) -> dict[str, list[str]]:
+    """docker's --filter KEY=VALUE: values of one key are OR'd, keys are AND'd."""
+    from pyctr.errors import UserError
+
+    out: dict[str, list[str]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or key not in FILTERS:
+            raise UserError(f'invalid filter "{item}"',
+                            hint="use KEY=VALUE with KEY one of " + ", ".join(FILTERS))
+        if key == "status" and value not in STATUSES:
+            raise UserError(f'invalid filter "status={value}"',
+                            hint="a status is one of " + ", ".join(STATUSES))
+        if key == "exited" and not value.lstrip("-").isdigit():
+            raise UserError(f'invalid filter "exited={value}"', hint="exited takes an exit code")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _matches(c, status: str, filters: dict[str, list[str]]) -> bool:
+    state, labels = c.record["State"], c.record.get("Config", {}).get("Labels") or {}
+    tests = {
+        "id": lambda v: c.id.startswith(v),
+        "name": lambda v: v.lstrip("/") in c.name,
+        "label": lambda v: (v.partition("=")[0] in labels and
+                            (not v.partition("=")[1] or labels[v.partition("=")[0]] ==
+                             v.partition("=")[2])),
+        "status": lambda v: status == v,
+        "exited": lambda v: status == "exited" and state.get("ExitCode") == int(v),
+        "ancestor": lambda v: v in (c.record.get("Image"), c.record.get("ImageID")) or
+                              c.record.get("ImageID", "").removeprefix("sha256:").startswith(v),
+    }
+    return all(any(tests[key](v) for v in values) for key, values in filters.items())
+
+
 @click.command()
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show all containers.")
 @click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Filter: id, name, label, status, exited, ancestor (repeatable).")
 @click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
-def ps(engine, show_all, quiet, no_trunc, format_) -> None:
+def ps(engine, show_all, quiet, no_trunc, filters, format_) -> None:
     """List containers."""
+    wanted = parse_filters(filters)
     engine.reconcile()
-    containers = [c for c in engine.containers.list()
-                  if show_all or engine.status(c) in ("running", "paused")]
+    containers = []
+    for c in engine.containers.list():
+        status = engine.status(c)
+        # a status or exited filter looks at stopped containers too, as in docker
+        if (show_all or "status" in wanted or "exited" in wanted
+                or status in ("running", "paused")) and _matches(c, status, wanted):
+            containers.append(c)
     if quiet:
         for c in containers:
             click.echo(c.id if no_trunc else c.id[:12])
@@ -153,12 +200,72 @@ def ps(engine, show_all, quiet, no_trunc, format_) -> None:
 
 @click.command()
 @click.option("-f", "--force", is_flag=True, help="Force the removal of a running container.")
+@click.option("-v", "--volumes", is_flag=True, help="Remove its anonymous volumes too.")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
-def rm(engine, force, containers) -> int:
+def rm(engine, force, volumes, containers) -> int:
     """Remove one or more containers."""
     engine.reconcile()
-    return fmt.each(containers, lambda ref: engine.remove_container(ref, force=force))
+    return fmt.each(containers, lambda ref: engine.remove_container(ref, force=force,
+                                                                     volumes=volumes))
+
+
+@click.command()
+@click.argument("container")
+@click.argument("new_name")
+@click.pass_obj
+def rename(engine, container, new_name) -> None:
+    """Rename a container."""
+    engine.rename(container, new_name)
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@click.argument("container")
+@click.argument("ps_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def top(engine, container, ps_args) -> None:
+    """Show the processes of a running container (host ps, its options; -ef by default)."""
+    import subprocess
+
+    from pyctr.errors import PyctrError
+
+    pids = set(engine.top_pids(container))
+    r = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True,
+                       check=False)
+    if r.returncode != 0:
+        raise PyctrError(f"ps {' '.join(ps_args)} failed: {r.stderr.strip()}",
+                         hint="top takes the options of ps, e.g. -o pid,args")
+    lines = r.stdout.splitlines()
+    header = lines[0].split()
+    if "PID" not in header:
+        raise PyctrError("ps output has no PID column", hint="keep pid in -o")
+    col = header.index("PID")
+    click.echo(lines[0])
+    for line in lines[1:]:
+        fields = line.split(None, len(header) - 1)
+        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
+            click.echo(line)
+
+
+@click.group("container")
+def container_group() -> None:
+    """Manage containers."""
+
+
+@container_group.command("prune")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.pass_obj
+def container_prune(engine, force) -> None:
+    """Remove all stopped containers."""
+    import sys
+
+    if not force and sys.stdin.isatty():
+        click.confirm("WARNING! This will remove all stopped containers. "
+                      "Are you sure you want to continue?", abort=True)
+    removed = engine.prune_containers()
+    if removed:
+        click.echo("Deleted Containers:\n" + "\n".join(removed) + "\n")
+    click.echo(f"Total reclaimed containers: {len(removed)}")
 
 
 @click.command()
@@ -210,4 +317,4 @@ def port(engine, container, private_port) -> int:
     return 0
 
 
-COMMANDS = [run, create, ps, rm, inspect, pause, unpause, port]
+COMMANDS = [run, create, ps, rm, rename, top, inspect, pause, unpause, port, container_group]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -132,4 +133,39 @@ def exec_(engine, interactive, tty, detach, env, workdir, user, container, comma
 
 exec_.name = "exec"
 
-COMMANDS = [start, stop, restart, kill, wait, logs, exec_]
+
+@click.command()
+@click.option("--since", help="Events since a time or a duration back from now (10m).")
+@click.option("--until", help="Events until a time or a duration back from now; then stop.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="container, event, image or type (repeatable).")
+@click.option("--format", "format_", type=click.Choice(["text", "json"]), default="text")
+@click.pass_obj
+def events(engine, since, until, filters, format_) -> None:
+    """Stream container events (create, start, die, oom, kill, stop, destroy …).
+
+    Without --until it follows new events until interrupted (Ctrl-C)."""
+    import json
+
+    from pyctr import events as ev
+    from pyctr.errors import UserError
+    from pyctr.lifecycle import parse_since
+
+    wanted: dict[str, list[str]] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ev.FILTER_KEYS:
+            raise UserError(f'invalid filter "{item}"',
+                            hint="use KEY=VALUE with KEY one of " + ", ".join(ev.FILTER_KEYS))
+        wanted.setdefault(key, []).append(value)
+    start = parse_since(since) if since else None
+    end = parse_since(until) if until else None
+    follow = end is None or end > time.time()
+    if start is None and follow:
+        start = time.time()  # docker: only new events, unless --since
+    for event in ev.read(engine.run_dir, since=start, until=end, follow=follow,
+                         filters=wanted):
+        click.echo(json.dumps(event) if format_ == "json" else ev.text(event))
+
+
+COMMANDS = [start, stop, restart, kill, wait, logs, exec_, events]

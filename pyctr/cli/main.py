@@ -20,8 +20,10 @@ from pyctr.errors import EXIT_ENGINE, PyctrError
 VERBS = {
     "run": "container", "create": "container", "ps": "container", "rm": "container", "inspect": "container",
     "pause": "container", "unpause": "container", "port": "container",
+    "rename": "container", "top": "container", "container": "container",
     "start": "lifecycle", "stop": "lifecycle", "restart": "lifecycle", "kill": "lifecycle",
     "wait": "lifecycle", "logs": "lifecycle", "exec": "lifecycle",
+    "events": "lifecycle",
     "images": "image", "load": "image", "import": "image", "tag": "image", "rmi": "image",
     "update": "limits", "stats": "limits",
     "network": "network",

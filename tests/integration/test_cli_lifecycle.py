@@ -327,3 +327,70 @@ def test_init_forwards_the_stop_signal(pyctr, name, detached):
     pyctr.ok("stop", name)  # sleep is no PID 1 here: SIGTERM kills it at once
     assert time.monotonic() - t0 < 5
     assert _state(pyctr, name)["ExitCode"] == 143
+
+
+def test_rename_top_and_filters(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "60")
+    state = _state(pyctr, name)
+    detached.append(state["MonitorPid"])
+    pyctr.ok("rename", name, name + "-b")
+    assert pyctr.container(name + "-b")["State"]["Pid"] == state["Pid"]
+    r = pyctr("rename", name + "-b", "bad name!")
+    assert r.returncode == 125 and 'invalid container name "bad name!"' in r.stderr
+    top = pyctr.ok("top", name + "-b", "-o", "pid,args").splitlines()
+    assert top[0].split() == ["PID", "COMMAND"]
+    assert [ln.split() for ln in top[1:]] == [[str(state["Pid"]), "sleep", "60"]]
+    assert pyctr("run", "--name", name + "-x", "--network", "none", "busybox",
+                 "sh", "-c", "exit 3").returncode == 3
+    shown = pyctr.ok("ps", "-a", "--filter", "exited=3", "--format", "json").splitlines()
+    assert [json.loads(ln)["Names"] for ln in shown] == [name + "-x"]
+    running = pyctr.ok("ps", "--filter", "status=running", "--filter", f"name={name}", "-q")
+    assert running.split() == [pyctr.container(name + "-b")["Id"][:12]]
+    bad = pyctr("ps", "--filter", "colour=red")
+    assert bad.returncode == 125 and 'invalid filter "colour=red"' in bad.stderr
+    # the shim records the exit under the new name (it re-reads the record)
+    pyctr.ok("stop", "-t", "0", name + "-b")
+    assert _state(pyctr, name + "-b")["ExitCode"] == 137
+    pruned = pyctr.ok("container", "prune", "-f")
+    assert "Deleted Containers:" in pruned
+    assert name not in pyctr.ok("ps", "-a")
+
+
+def test_rm_v_removes_anonymous_volumes_only(pyctr, name, detached):
+    pyctr.ok("run", "--name", name, "--network", "none", "-v", "/anon", "-v", f"{name}-vol:/named",
+             "busybox", "sh", "-c", "echo a > /anon/f; echo n > /named/f")
+    rec = pyctr.container(name)
+    (anon,) = rec["HostConfig"]["AnonymousVolumes"]
+    assert (pyctr.root / "volumes" / anon / "_data" / "f").read_text() == "a\n"
+    pyctr.ok("rm", "-v", name)
+    assert not (pyctr.root / "volumes" / anon).exists()
+    assert (pyctr.root / "volumes" / f"{name}-vol" / "_data" / "f").read_text() == "n\n"
+
+
+def test_events_stream_the_lifecycle(pyctr, name, detached):
+    since = time.time() - 0.001
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "60")
+    pyctr.ok("stop", "-t", "0", name)
+    pyctr.ok("rm", name)
+    r = pyctr("events", "--since", f"{since:.6f}", "--until", "0s", "--filter",
+              f"container={name}", "--format", "json")
+    actions = [json.loads(ln)["Action"] for ln in r.stdout.splitlines()]
+    assert actions == ["create", "start", "kill", "die", "stop", "destroy"]
+    first = json.loads(r.stdout.splitlines()[0])
+    assert first["Actor"]["Attributes"] == {"image": "busybox", "name": name}
+    text = pyctr.ok("events", "--since", f"{since:.6f}", "--until", "0s",
+                    "--filter", "event=die", "--filter", f"container={name}")
+    assert re.fullmatch(r"\S+Z container die [0-9a-f]{64} \(exitCode=137, image=busybox, "
+                        rf"name={name}\)\n", text)
+    # without --until it follows: a new event arrives while it runs
+    proc = subprocess.Popen(pyctr.argv("events", "--filter", "event=create", "--format",
+                                       "json"), stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        pyctr.ok("create", "--name", name + "-2", "--network", "none", "busybox", "true")
+        line = proc.stdout.readline()
+        assert json.loads(line)["Actor"]["Attributes"]["name"] == name + "-2"
+    finally:
+        proc.kill()
+        proc.wait()
+        pyctr("rm", name + "-2")

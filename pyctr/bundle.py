@@ -67,6 +67,20 @@ class RunOptions:
     cgroup_parent: str | None = None
     net: object = field(default_factory=_default_network)  # pyctr.network.NetOptions
     init: bool = False
+    restart: str = "no"
+
+
+def parse_restart(policy: str, *, rm: bool = False) -> dict:
+    """--restart no|always|unless-stopped|on-failure[:N], as docker's HostConfig.RestartPolicy."""
+    name, _, count = policy.partition(":")
+    if name not in ("no", "always", "unless-stopped", "on-failure") or \
+            (count and (name != "on-failure" or not count.isdigit())):
+        raise UserError(f'invalid restart policy "{policy}"',
+                        hint="no, always, unless-stopped or on-failure[:MAX_RETRIES]")
+    if rm and name != "no":
+        raise UserError("conflicting options: --restart and --rm",
+                        hint="a container removed at its exit cannot be restarted")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
 INIT_PATH = "/sbin/docker-init"  # where docker puts its init in the container

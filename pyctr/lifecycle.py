@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pyctr import bundle as B
 from pyctr.containers import Container
 from pyctr.errors import Conflict, UserError
+from pyctr.errors import PyctrError as PyctrErrorBase
 from pyctr.fsutil import pid_start_time
 
 DEFAULT_STOP_TIMEOUT = 10  # seconds, docker's
@@ -88,13 +89,20 @@ class LifecycleMixin:
         c = self.create(opts)
         return self._start(c, opts)
 
-    def start(self, ref: str) -> Container:
-        """Start a created or exited container under a shim (docker start)."""
+    def start(self, ref: str, *, restart: bool = False) -> Container:
+        """Start a created or exited container under a shim (docker start).
+
+        ``restart``: the daemon applying the restart policy (RestartCount
+        counts those); a user's start clears the "stopped by hand" mark.
+        """
         c = self.containers.get(ref)
-        if self.status(c) in ("running", "paused"):
+        if self.status(c) in ("running", "paused") or c.monitor_alive:
             return c  # docker: starting a running container is no error
         me = os.getpid()
-        c.record["State"].update(MonitorPid=me, MonitorStartTime=pid_start_time(me))
+        if restart:
+            c.record["RestartCount"] = c.record.get("RestartCount", 0) + 1
+        c.record["State"].update(MonitorPid=me, MonitorStartTime=pid_start_time(me),
+                                 ManuallyStopped=False)
         c.save()  # a crash from here on is cleaned up by the next reconcile
         return self._start(c, B.options_from_record(c.record["RunOptions"]))
 
@@ -123,6 +131,7 @@ class LifecycleMixin:
         if self.status(c) not in ("running", "paused"):
             return c  # docker: stopping a stopped container is no error
         timeout = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
+        self._mark_stopped(c)  # before the signal: no restart policy may undo this stop
         state = c.record["State"]
         pid, started = state["Pid"], state.get("PidStartTime")
         sig = parse_signal(c.record["Config"].get("StopSignal") or "SIGTERM")
@@ -247,11 +256,55 @@ class LifecycleMixin:
         return os.waitstatus_to_exitcode(status_) if os.WIFEXITED(status_) \
             else 128 + os.WTERMSIG(status_)
 
+    def exec_captured(self, ref: str, args: list[str], **kwargs) -> tuple[int, str]:
+        """exec with its stdout and stderr captured (the Python API's exec): (code, output).
+
+        The exec runs in a forked child whose stdio are the pipe, so this
+        process's own fds are never touched."""
+        from pyctr.runtime.process import check_single_threaded
+
+        check_single_threaded()
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 125
+            try:
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.dup2(w, 1)
+                os.dup2(w, 2)
+                code = self.exec(ref, args, **kwargs) or 0
+            except PyctrErrorBase as exc:
+                os.write(2, f"pyctr: {exc.render()}\n".encode())
+                code = exc.exit_code
+            except BaseException:  # noqa: BLE001
+                code = 125
+            finally:
+                os._exit(code)
+        os.close(w)
+        chunks = []
+        while data := os.read(r, 65536):
+            chunks.append(data)
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
     def restart(self, ref: str, timeout: float | None = None) -> Container:
         c = self.stop(ref, timeout)
         c = self.start(c.id)
         self._event("restart", c)
         return c
+
+    def _mark_stopped(self, c: Container) -> None:
+        """docker's "has been manually stopped": unless-stopped and on-failure leave it be."""
+        try:
+            with self.containers._lock():
+                fresh = self.containers.reload(c)
+                fresh.record["State"]["ManuallyStopped"] = True
+                fresh.save()
+            c.record = fresh.record
+        except OSError:
+            pass
 
     def _thaw(self, c: Container) -> None:
         mgr = self.cgroup(c)

@@ -78,6 +78,7 @@ class RunMixin:
             B.parse_tmpfs(t)
         if opts.init:
             B.find_init()
+        restart = B.parse_restart(opts.restart, rm=opts.rm)
         env = [e for path in opts.env_files for e in B.read_env_file(path)]
         env += B.parse_env(opts.env)  # fail on a bad entry before anything is made
         resources, _ = resources_from_flags(opts.limits)  # docker's texts, before anything exists
@@ -104,8 +105,10 @@ class RunMixin:
                                        "CgroupParent": opts.cgroup_parent or "",
                                        "NetworkMode": opts.net.network, "Init": opts.init,
                                        "AnonymousVolumes": anonymous,
+                                       "RestartPolicy": restart,
                                        **docker_limits(resources)},
-                        "RunOptions": B.options_to_record(opts, env=env)},
+                        "RunOptions": B.options_to_record(opts, env=env),
+                        "RestartCount": 0},
                 monitor=monitor)
         except BaseException:
             from pyctr.limits import release_parent

@@ -26,6 +26,9 @@ def container_options(f):
     @click.option("--entrypoint", help="Overwrite the image's ENTRYPOINT.")
     @click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
     @click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
+    @click.option("--restart", default="no", show_default=True,
+                  metavar="no|always|unless-stopped|on-failure[:N]",
+                  help="Restart policy, applied by the daemon when the container exits.")
     @click.option("--init", "init", is_flag=True,
                   help="Run an init (tini) as PID 1 that forwards signals and reaps zombies.")
     @click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only.")
@@ -48,13 +51,13 @@ def container_options(f):
     @click.pass_obj
     @functools.wraps(f)
     def wrapper(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint,
-                interactive, tty, init, read_only, volume, tmpfs, network, network_alias, ip,
+                interactive, tty, restart, init, read_only, volume, tmpfs, network, network_alias, ip,
                 publish, publish_all, cgroup_parent, image, command, **rest):
         limits = {k: rest.pop(k) for k in list(rest) if k in LIMIT_PARAMS}
         opts = RunOptions(image=image, command=list(command), name=name, rm=rm, env=list(env),
                           env_files=list(env_file), workdir=workdir, user=user,
                           hostname=hostname, entrypoint=entrypoint, interactive=interactive,
-                          tty=tty, init=init, read_only=read_only, volumes=list(volume),
+                          tty=tty, restart=restart, init=init, read_only=read_only, volumes=list(volume),
                           tmpfs=list(tmpfs), limits=limit_flags(limits),
                           cgroup_parent=cgroup_parent,
                           net=NetOptions(network=network, aliases=list(network_alias), ip=ip,

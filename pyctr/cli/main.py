@@ -90,9 +90,11 @@ class Group(click.Group):
 @click.option("--run-dir", envvar="PYCTR_RUN_DIR", default="/run/pyctr", show_default=True,
               help="Directory of runtime state.")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.option("--no-daemon", is_flag=True, envvar="PYCTR_NO_DAEMON",
+              help="Work in this process, not through pyctrd (which is then not started).")
 @click.version_option(__version__, "-v", "--version", prog_name="pyctr")
 @click.pass_context
-def cli(ctx: click.Context, root: str, run_dir: str, debug: bool) -> None:
+def cli(ctx: click.Context, root: str, run_dir: str, debug: bool, no_daemon: bool) -> None:
     """pyctr: a teaching container runtime built directly on Linux primitives."""
     from pyctr.engine import Engine
 

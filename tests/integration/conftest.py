@@ -22,6 +22,9 @@ PYCTR = str(Path(sys.executable).parent / "pyctr")
 # pyctr roots live here: not on an overlay (an upperdir cannot), so in the
 # cgroup v2 guest of scripts/vm-test a tmpfs it names, else /var/tmp
 ROOT_BASE = os.environ.get("PYCTR_TEST_ROOT_BASE", "/var/tmp")
+# a root without a daemon of its own (the image tests' roots, say) is worked on
+# in the CLI's process: the tests never start a daemon they do not stop
+os.environ["PYCTR_NO_AUTOSTART"] = "1"
 
 
 @dataclass
@@ -43,9 +46,11 @@ class Pyctr:
         assert r.returncode == 0, f"pyctr {' '.join(args)} -> {r.returncode}\n{r.stderr}"
         return r.stdout
 
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        """`pyctr run --name NAME ARGS…` in the background; returns once it runs."""
-        proc = subprocess.Popen(self.argv("run", "--name", name, *args),
+    def start(self, name: str, *args: str, local: bool = False) -> subprocess.Popen:
+        """`pyctr run --name NAME ARGS…` in the background; returns once it runs.
+        ``local``: in the CLI's own process (--no-daemon), which is then the monitor."""
+        flags = ["--no-daemon"] if local else []
+        proc = subprocess.Popen(self.argv(*flags, "run", "--name", name, *args),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
@@ -112,10 +117,46 @@ def pyctr_session(busybox_tar) -> Pyctr:
         pytest.skip("needs root: namespaces, mounts and overlayfs")
     base = Path(tempfile.mkdtemp(prefix="pyctr-it-", dir=ROOT_BASE))
     p = Pyctr(base / "root", base / "run")
-    p.ok("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
-    yield p
-    p.cleanup()
+    daemon = start_daemon(p)  # the session's commands go through pyctrd, as a user's do
+    try:
+        p.ok("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+        yield p
+        p.cleanup()
+    finally:
+        stop_daemon(daemon)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def start_daemon(p: Pyctr) -> subprocess.Popen:
+    """pyctrd for the root of ``p``; returns once its socket answers."""
+    import socket
+
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "pyctrd"), "--root", str(p.root),
+                             "--run-dir", str(p.run_dir), "--log-file",
+                             str(p.run_dir / "pyctrd.log")], stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(p.run_dir / "pyctrd.sock"))
+                return proc
+            except OSError:
+                pass
+        if proc.poll() is not None:
+            raise AssertionError(f"pyctrd exited: {(p.run_dir / 'pyctrd.log').read_text()}")
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("pyctrd never answered")
+
+
+def stop_daemon(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

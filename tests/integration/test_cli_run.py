@@ -6,6 +6,7 @@ import os
 import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -249,7 +250,7 @@ def test_a_killed_cli_never_leaves_its_container_running_unwatched(pyctr, name):
     """The foreground `pyctr run` is its container's monitor (as the shim is for -d):
     killed, nobody could reap the container or record its exit, so the next
     command that looks (ps) kills it and records why; rm then cleans up."""
-    proc = pyctr.start(name, "busybox", "sleep", "60")
+    proc = pyctr.start(name, "busybox", "sleep", "60", local=True)
     try:
         pid = pyctr.container(name)["State"]["Pid"]
         proc.kill()
@@ -261,6 +262,26 @@ def test_a_killed_cli_never_leaves_its_container_running_unwatched(pyctr, name):
         assert not os.path.exists(f"/proc/{pid}") or \
             Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
         assert pyctr.ok("rm", name) == f"{name}\n"
+        assert str(pyctr.root) not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pyctr("rm", "-f", name)
+
+
+def test_through_the_daemon_a_killed_cli_leaves_its_container_running(pyctr, name):
+    """As with docker: the CLI is only attached; the daemon's worker watches the container."""
+    proc = pyctr.start(name, "busybox", "sleep", "60")
+    try:
+        state = pyctr.container(name)["State"]
+        proc.kill()
+        proc.wait()
+        time.sleep(0.3)
+        line = next(ln for ln in pyctr.ok("ps").splitlines() if name in ln)
+        assert "Up " in line
+        assert pyctr.container(name)["State"]["Pid"] == state["Pid"]
+        assert pyctr.ok("rm", "-f", name) == f"{name}\n"
         assert str(pyctr.root) not in Path("/proc/self/mountinfo").read_text()
     finally:
         if proc.poll() is None:

@@ -52,6 +52,47 @@ def socket_path(run_dir: Path | str) -> Path:
     return Path(run_dir) / SOCKET_NAME
 
 
+def daemon_pid(run_dir: Path | str) -> int | None:
+    """The pid of the pyctrd serving ``run_dir`` (it holds the pid file's lock), or None."""
+    path = Path(run_dir) / PID_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None  # nobody holds it: no daemon
+        except BlockingIOError:
+            pass
+        text = os.read(fd, 32).decode().strip()
+        return int(text) if text.isdigit() else None
+    finally:
+        os.close(fd)
+
+
+def stop(run_dir: Path | str, pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the daemon and wait until it has let go of its pid file."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while daemon_pid(run_dir) == pid and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def set_title(title: str) -> None:
+    """What ps shows for a fork of the daemon (a worker, a shim), instead of pyctrd's argv."""
+    try:
+        import prctl
+
+        prctl.set_name(title[:15])
+        prctl.set_proctitle(title)
+    except (ImportError, OSError, ValueError):
+        pass
+
+
 def log(msg: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     try:
@@ -72,6 +113,7 @@ class Daemon:
         self.backoff: dict[str, float] = {}  # container id -> next delay
         self.due: dict[str, float] = {}  # container id -> monotonic time of its restart
         self.stopping = False
+        self.private_fds: list[int] = []  # the pid file lock, the socket, the wakeup pipe
 
     # ---- start-up -----------------------------------------------------------------
 
@@ -144,6 +186,9 @@ class Daemon:
         lock = self.claim()
         srv = self.listen()
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # never inherited by a worker or a shim: a shim holding the pid file's lock
+        # would keep the next daemon out after a crash of this one
+        self.private_fds = [lock, srv.fileno(), rfd, wfd]
         signal.set_wakeup_fd(wfd)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
@@ -197,10 +242,25 @@ class Daemon:
                 return
             if pid == 0:
                 return
-            self.workers.discard(pid)
-            for fd, (mpid, cid) in list(self.watched.items()):
+            if pid in self.workers:
+                self.workers.discard(pid)
+                continue
+            for fd, (mpid, _) in list(self.watched.items()):
                 if mpid == pid:
                     self._monitor_ended(fd)
+                    break
+            else:
+                self._shim_ended(pid)
+
+    def _shim_ended(self, pid: int) -> None:
+        """A shim a worker started (reparented to us, the subreaper) has ended."""
+        for c in self.engine.containers.list():
+            if c.record["State"].get("MonitorPid") == pid:
+                if c.record["State"]["Status"] == "running":
+                    self.engine.reconcile()
+                    c = self.engine.containers.get(c.id)
+                self._consider_restart(c)
+                return
 
     def _watch(self, monitor_pid: int, cid: str) -> None:
         try:
@@ -325,6 +385,9 @@ class Daemon:
                 for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
                 self.sel.close()
+                for fd in self.private_fds + list(self.watched):
+                    os.close(fd)
+                set_title("pyctrd worker")
                 code = body()
             except BaseException as exc:  # noqa: BLE001 - a worker never returns to the loop
                 log(f"worker failed: {type(exc).__name__}: {exc}")

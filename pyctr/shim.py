@@ -133,9 +133,15 @@ def _report(fd: int | None, msg: dict) -> None:
 
 def _shim(engine, c: Container, opts, spec: dict, report: int | None) -> int:
     """The shim's whole life; the exit status of the shim process."""
+    from pyctr.daemon import set_title
     from pyctr.fsutil import pid_start_time
     from pyctr.runtime import container as rt
 
+    set_title(f"pyctr-shim {c.id[:12]}")
+    # nothing of the caller's stays open here (a daemon worker's client socket, say)
+    keep = report if report is not None else 2
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)  # a detached monitor keeps no terminal open

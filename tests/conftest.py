@@ -105,6 +105,16 @@ def _is_ours(pid: str, me: int) -> bool:
     return False
 
 
+def _is_daemon(pid: str) -> bool:
+    """A pyctrd the integration session runs (stopped, and checked, at the session's end)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return len(argv) > 2 and argv[1].endswith(b"/pyctrd") and argv[2] == b"--root"
+
+
 def _snapshot():
     return {
         "mounts": _mounts(),
@@ -141,7 +151,7 @@ def _leaks(before, host_pidns: str) -> list[str]:
         if pid in before["procs"] or int(pid) == me:
             continue
         if ((pidns and pidns != host_pidns) or _is_ours(pid, me)) \
-                and os.path.exists(f"/proc/{pid}"):
+                and os.path.exists(f"/proc/{pid}") and not _is_daemon(pid):
             stray.append(pid)
     if stray:
         leaks.append(f"processes: {stray[:5]}")

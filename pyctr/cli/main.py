@@ -105,9 +105,20 @@ def cli(ctx: click.Context, root: str, run_dir: str, debug: bool, no_daemon: boo
 
 
 @cli.command()
-def version() -> None:
-    """Show the pyctr version."""
-    click.echo(f"pyctr {__version__}")
+@click.pass_obj
+def version(engine) -> None:
+    """Show the versions of pyctr and of the daemon serving this run dir."""
+    import platform
+
+    from pyctr.cli.system import daemon_facts
+
+    click.echo(f"Client: pyctr {__version__} (Python {platform.python_version()})")
+    facts = daemon_facts(engine.run_dir)
+    if "DaemonSocket" in facts:
+        click.echo(f"Server: pyctrd {__version__}, {facts['Daemon'].split(', ', 1)[1]}, "
+                   f"on {facts['DaemonSocket']}")
+    else:
+        click.echo("Server: pyctrd is not running for " + str(engine.run_dir))
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""System verbs: info, system prune."""
+"""System verbs: info, system prune, system stop-daemon."""
 
 from __future__ import annotations
 
@@ -26,12 +26,23 @@ def info(engine, format_) -> None:
             "Containers": len(containers), "ContainersRunning": statuses.count("running"),
             "ContainersPaused": statuses.count("paused"),
             "ContainersStopped": statuses.count("exited") + statuses.count("created"),
-            "Images": len(engine.images.list()), **cg}
+            "Images": len(engine.images.list()), **daemon_facts(engine.run_dir), **cg}
     if format_ == "json":
         click.echo(json.dumps(data, indent=2))
         return
     for key, value in data.items():
         click.echo(f"{key}: {value}")
+
+
+def daemon_facts(run_dir) -> dict:
+    """Whether pyctrd serves this run dir, and where."""
+    from pyctr.daemon import LOG_NAME, daemon_pid, socket_path
+
+    pid = daemon_pid(run_dir)
+    if pid is None:
+        return {"Daemon": "not running (commands work in the CLI's process)"}
+    return {"Daemon": f"pyctrd running, pid {pid}", "DaemonSocket": str(socket_path(run_dir)),
+            "DaemonLog": str(run_dir / LOG_NAME)}
 
 
 def _os_name() -> str:
@@ -68,6 +79,20 @@ def prune(engine, force) -> None:
     if len(images) > 1:
         click.echo("Deleted Images:\n" + "\n".join(images[:-1]) + "\n")
     click.echo(images[-1] if images else "Total reclaimed space: 0B")
+
+
+@system.command("stop-daemon")
+@click.pass_obj
+def stop_daemon(engine) -> None:
+    """Stop pyctrd (containers keep running; their shims record their exits)."""
+    from pyctr.daemon import daemon_pid, stop
+
+    pid = daemon_pid(engine.run_dir)
+    if pid is None:
+        click.echo(f"pyctrd is not running for {engine.run_dir}", err=True)
+        return
+    stop(engine.run_dir, pid)
+    click.echo(f"stopped pyctrd (pid {pid})")
 
 
 COMMANDS = [info, system]

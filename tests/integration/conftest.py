@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ os.environ["PYCTR_NO_AUTOSTART"] = "1"
 class Pyctr:
     root: Path
     run_dir: Path
+    daemons: list = field(default_factory=list)  # pyctrd processes to stop at the end
 
     def argv(self, *args: str) -> list[str]:
         return [PYCTR, "--root", str(self.root), "--run-dir", str(self.run_dir), *args]
@@ -117,13 +118,14 @@ def pyctr_session(busybox_tar) -> Pyctr:
         pytest.skip("needs root: namespaces, mounts and overlayfs")
     base = Path(tempfile.mkdtemp(prefix="pyctr-it-", dir=ROOT_BASE))
     p = Pyctr(base / "root", base / "run")
-    daemon = start_daemon(p)  # the session's commands go through pyctrd, as a user's do
+    p.daemons.append(start_daemon(p))  # the session's commands go through pyctrd
     try:
         p.ok("import", "--change", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
         yield p
         p.cleanup()
     finally:
-        stop_daemon(daemon)
+        for daemon in p.daemons:
+            stop_daemon(daemon)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -162,6 +164,14 @@ def stop_daemon(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def pyctr(pyctr_session) -> Pyctr:
     return pyctr_session
+
+
+@pytest.fixture(scope="session")
+def pyctr_client(pyctr_session):
+    """pyctr.Client of the session's root (the plugin's pyctr_container uses it)."""
+    from pyctr.client import Client
+
+    return Client(pyctr_session.root, pyctr_session.run_dir)
 
 
 @pytest.fixture

@@ -50,6 +50,17 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO[test]" >"$LOG" 2>&1 \
     || fail "pip install of pyctr into $VENV failed"
 ln -sf "$VENV/bin/pyctr" "$BIN/pyctr"
+ln -sf "$VENV/bin/pyctrd" "$BIN/pyctrd"
+# setup's own commands work in their process: no daemon is started here
+export PYCTR_NO_AUTOSTART=1
+# a pyctrd already running serves the code it was started with: stop it (the
+# next command starts a fresh one; its containers run on meanwhile)
+"$BIN/pyctr" system stop-daemon >"$LOG" 2>&1 || true
+# the systemd unit, where systemd runs (not enabled: `systemctl enable --now pyctrd`)
+if [ -d /run/systemd/system ]; then
+    install -m 0644 "$REPO/scripts/pyctrd.service" /etc/systemd/system/pyctrd.service
+    systemctl daemon-reload >"$LOG" 2>&1 || true
+fi
 # bytecode ahead of time: every `pyctr` start then skips compiling (also
 # where PYTHONDONTWRITEBYTECODE is set and nothing would be cached)
 "$VENV/bin/python" -m compileall -q "$REPO/pyctr" "$REPO/runtime" "$REPO/images" \

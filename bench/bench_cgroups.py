@@ -32,6 +32,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+# this benchmark measures pyctr in the CLI's own process (bench_run.py and
+# bench_daemon.py measure the path through pyctrd): no daemon is started
+os.environ["PYCTR_NO_DAEMON"] = "1"
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "bench"))

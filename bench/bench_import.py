@@ -16,6 +16,7 @@ import argparse
 import glob
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -23,6 +24,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# this benchmark measures pyctr in the CLI's own process (bench_run.py and
+# bench_daemon.py measure the path through pyctrd): no daemon is started
+os.environ["PYCTR_NO_DAEMON"] = "1"
 
 from pyctr.images.store import ImageStore
 

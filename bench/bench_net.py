@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
 import statistics
@@ -30,6 +31,10 @@ import tempfile
 import time
 from ipaddress import IPv4Network
 from pathlib import Path
+
+# this benchmark measures pyctr in the CLI's own process (bench_run.py and
+# bench_daemon.py measure the path through pyctrd): no daemon is started
+os.environ["PYCTR_NO_DAEMON"] = "1"
 
 from pyctr.netns import link, nsfile, proxy
 from pyctr.netns.ports import parse_publish

@@ -6,6 +6,7 @@
 Each round runs, interleaved so the machine's noise hits all alike:
   pyctr  `pyctr run --rm --network none busybox true` (a fresh overlay, config.json,
          namespaces, a cgroup, exec; none = a namespace with only lo, as runc's bundle)
+         through pyctrd (the script starts one for its root), and with --no-daemon
   runc   `runc run` of an OCI bundle with the same busybox rootfs
   crun   `crun run` of the same bundle (crun 1.8 refuses hybrid cgroup hosts:
          then it is reported as not runnable, with crun's own error)
@@ -54,6 +55,35 @@ def with_cgroup(bundle: Path, path: str) -> None:
     (bundle / "config.json").write_text(json.dumps(cfg))
 
 
+def start_pyctrd(root: Path, run_dir: Path) -> subprocess.Popen:
+    """A pyctrd for the benchmark's own root; returns once its socket answers."""
+    import socket
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "pyctrd"), "--root", str(root),
+                             "--run-dir", str(run_dir), "--log-file",
+                             str(run_dir / "pyctrd.log")], stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(run_dir / "pyctrd.sock"))
+                return proc
+            except OSError:
+                time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError(f"pyctrd did not start: see {run_dir}/pyctrd.log")
+
+
+def stop_pyctrd(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def time_cmd(argv: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
     r = subprocess.run(argv, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
@@ -97,19 +127,22 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="pyctr-bench-", dir="/var/tmp"))
     parents_before = pyctr_parents()
     results: dict[str, dict] = {}
+    daemon = None
     try:
         rootfs = make_rootfs(base / "rootfs")
         tar = base / "busybox.tar"
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
         proot = base / "root"
         pyctr = [PYCTR, "--root", str(proot), "--run-dir", str(base / "run")]
+        daemon = start_pyctrd(proot, base / "run")
         subprocess.run(pyctr + ["import", str(tar), "busybox"], check=True,
                        capture_output=True)
         bundle = runc_bundle(base, rootfs)
         # --network none: runc's bundle has a new network namespace with only lo,
         # the same thing; the bridge's cost is measured by bench/bench_net.py
-        candidates = {"pyctr": lambda i: pyctr + ["run", "--rm", "--network", "none",
-                                                  "busybox", "true"]}
+        run = ["run", "--rm", "--network", "none", "busybox", "true"]
+        candidates = {"pyctr": lambda i: pyctr + run,  # through pyctrd, as a user's
+                      "pyctr --no-daemon": lambda i: pyctr + ["--no-daemon", *run]}
         for tool in ("runc", "crun"):
             if shutil.which(tool):
                 candidates[tool] = (lambda i, tool=tool:
@@ -121,7 +154,7 @@ def main() -> int:
             for tool, argv in candidates.items():
                 if tool in errors:
                     continue
-                if tool != "pyctr":
+                if not tool.startswith("pyctr"):
                     with_cgroup(bundle, f"/pyctr-bench/{tool}-{i}")
                 dt, r = time_cmd(argv(i))
                 if r.returncode != 0:
@@ -137,6 +170,8 @@ def main() -> int:
                 results[tool] = {"runnable": True, "median_ms": statistics.median(ts) * 1e3,
                                  "min_ms": min(ts) * 1e3, "runs": len(ts)}
     finally:
+        if daemon is not None:
+            stop_pyctrd(daemon)
         try:
             remove_bench_cgroups()
             remove_new_pyctr_parents(parents_before)
@@ -147,14 +182,14 @@ def main() -> int:
     machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, " \
               f"kernel {platform.release()}"
     print(f"start-to-exit of `true` in a busybox container, {args.n} rounds, {machine}")
-    print(f"{'tool':8} {'median':>10} {'min':>10}  vs runc")
+    print(f"{'tool':18} {'median':>10} {'min':>10}  vs runc")
     runc = results.get("runc", {}).get("median_ms")
     for tool, r in results.items():
         if not r["runnable"]:
-            print(f"{tool:8} {'not runnable here':>21}  ({r['error'][:90]})")
+            print(f"{tool:18} {'not runnable here':>21}  ({r['error'][:90]})")
             continue
         ratio = f"{r['median_ms'] / runc:.2f}x" if runc else "-"
-        print(f"{tool:8} {r['median_ms']:8.1f}ms {r['min_ms']:8.1f}ms  {ratio}")
+        print(f"{tool:18} {r['median_ms']:8.1f}ms {r['min_ms']:8.1f}ms  {ratio}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "rounds": args.n,
                                          "results": results}, indent=2))

@@ -22,6 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# this benchmark measures pyctr in the CLI's own process (bench_run.py and
+# bench_daemon.py measure the path through pyctrd): no daemon is started
+os.environ["PYCTR_NO_DAEMON"] = "1"
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 PYCTR = str(VENV_BIN / "pyctr")

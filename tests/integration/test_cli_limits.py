@@ -186,7 +186,8 @@ def test_cgroup_namespace_shows_the_containers_own_cgroup_as_root(pyctr):
 
 
 def test_a_crashed_runs_cgroup_goes_with_the_next_command_and_prune(pyctr, name):
-    proc = pyctr.start(name, "--memory", "64m", "busybox", "sleep", "60")
+    # in the CLI's own process, so that the monitor is what dies
+    proc = pyctr.start(name, "--memory", "64m", "busybox", "sleep", "60", local=True)
     c = pyctr.container(name)
     path = c["HostConfig"]["CgroupPath"]
     proc.send_signal(signal.SIGKILL)  # pyctr run dies without cleaning up …

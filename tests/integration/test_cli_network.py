@@ -149,7 +149,9 @@ def test_ip_flag_and_a_taken_ip(pyctr, net, name):
 
 def test_nothing_remains_after_rm_or_a_sigkill(pyctr, net, name):
     before = pyctr_links()
-    proc = pyctr.start(name, "--network", net, "-p", "80", "busybox", "sleep", "60")
+    # in the CLI's own process: it is the monitor that dies (through pyctrd, the
+    # daemon's worker would live on and clean up itself)
+    proc = pyctr.start(name, "--network", net, "-p", "80", "busybox", "sleep", "60", local=True)
     c = pyctr.container(name)
     sandbox = c["NetworkSettings"]["SandboxKey"]
     proxy_pids = [p["Pid"] for p in c["NetworkSettings"]["Proxies"]]

@@ -76,10 +76,24 @@ def run(argv, **kw) -> subprocess.CompletedProcess:
                           check=False, **kw)
 
 
+def run_detached(argv) -> subprocess.CompletedProcess:
+    """`runc run -d`: the container inherits runc's stdio, so no pipes (they would stay
+    open as long as it runs)."""
+    with tempfile.TemporaryFile("w+") as err:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=err, text=True, check=False)
+        err.seek(0)
+        r.stderr = err.read()
+    return r
+
+
 def timed(argv) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
     r = run(argv)
-    return time.perf_counter() - t0, r
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
+    return dt, r
 
 
 def settle() -> None:
@@ -147,8 +161,8 @@ def main() -> int:
             cfg["process"]["args"] = ["sleep", "600"]
             (bundle / "config.json").write_text(json.dumps(cfg))
             with_cgroup(bundle, "/pyctr-bench/exec-target")
-            r = run(["runc", "--root", str(runc_root), "run", "-d", "--bundle", str(bundle),
-                     "exec-target"])
+            r = run_detached(["runc", "--root", str(runc_root), "run", "-d", "--bundle",
+                              str(bundle), "exec-target"])
             if r.returncode == 0:
                 runc_ids.append("exec-target")
                 lat["runc exec"] = []
@@ -174,8 +188,8 @@ def main() -> int:
             t0 = time.perf_counter()
             for i in range(args.n):
                 with_cgroup(bundle, f"/pyctr-bench/d{i}")
-                r = run(["runc", "--root", str(runc_root), "run", "-d", "--bundle", str(bundle),
-                         f"d{i}"])
+                r = run_detached(["runc", "--root", str(runc_root), "run", "-d", "--bundle",
+                                  str(bundle), f"d{i}"])
                 if r.returncode != 0:
                     out["runc_run_d"] = {"runnable": False, "error": r.stderr.strip()[-200:]}
                     break

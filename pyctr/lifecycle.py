@@ -289,6 +289,60 @@ class LifecycleMixin:
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
 
+    def attach(self, ref: str, *, stdin: bool = True, sig_proxy: bool = True) -> int:
+        """docker attach: the container's output from now on to ours, what we type to its
+        stdin (a -i container), our signals to PID 1; its exit code when it stops."""
+        import select
+
+        from pyctr.run import FORWARDED_SIGNALS
+        from pyctr.shim import log_path, stdin_path
+
+        c = self.containers.get(ref)
+        if self.status(c) not in ("running", "paused"):
+            raise Conflict("you cannot attach to a stopped container, start it first",
+                           hint=f"pyctr start -a {c.name}")
+        fifo = None
+        if stdin and c.record["Config"].get("OpenStdin"):
+            fifo = os.open(stdin_path(c), os.O_WRONLY | os.O_CLOEXEC)
+        if sig_proxy:
+            for sig in FORWARDED_SIGNALS:
+                signal.signal(sig, lambda signum, _f, ref=c.id: self._proxy(ref, signum))
+        with open(log_path(c), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            partial = b""
+            while True:
+                alive = self.status(c) in ("running", "paused")
+                ready, _, _ = select.select([0] if fifo is not None else [], [], [], 0.05)
+                if ready:
+                    data = os.read(0, 65536)
+                    if data:
+                        os.write(fifo, data)
+                    else:
+                        os.close(fifo)  # our stdin ended: the container's stays open
+                        fifo = None
+                data = f.read()
+                if data:
+                    lines = (partial + data).split(b"\n")
+                    partial = lines.pop()
+                    for line in lines:
+                        rec = _parse(line)
+                        if rec:
+                            out = 2 if rec.get("stream") == "stderr" else 1
+                            os.write(out, rec.get("log", "").encode())
+                elif not alive and not c.monitor_alive:
+                    break
+                elif not alive:
+                    time.sleep(0.02)
+        if fifo is not None:
+            os.close(fifo)
+        return self.wait(c.id)
+
+    def _proxy(self, ref: str, signum: int) -> None:
+        import contextlib
+
+        with contextlib.suppress(PyctrErrorBase):  # gone meanwhile: the loop sees it
+            self.kill(ref, signum)
+
     def restart(self, ref: str, timeout: float | None = None) -> Container:
         c = self.stop(ref, timeout)
         c = self.start(c.id)

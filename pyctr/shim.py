@@ -43,6 +43,11 @@ def log_path(c: Container):
     return c.dir / f"{c.id}-json.log"
 
 
+def stdin_path(c: Container):
+    """The FIFO of a -i container's stdin (for `pyctr attach`)."""
+    return c.dir / "stdin.fifo"
+
+
 class LogWriter:
     """docker's json-file format: one {"log", "stream", "time"} object per line of output.
 
@@ -154,7 +159,16 @@ def _shim(engine, c: Container, opts, spec: dict, report: int | None) -> int:
     c.save()  # the watcher is the shim from now on, whatever becomes of the caller
     log = LogWriter(log_path(c))
     streams: dict[int, str] = {}
-    keep_stdin = None
+    fifo = None  # -i: `pyctr attach` writes what the user types to stdin.fifo
+    if opts.interactive:
+        path = stdin_path(c)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.mkfifo(path, 0o600)
+        # read and write: the container's reads block (no EOF) while nobody is attached
+        fifo = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     ctr = None
     try:
         if opts.tty:
@@ -163,18 +177,20 @@ def _shim(engine, c: Container, opts, spec: dict, report: int | None) -> int:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
             streams = {out_r: "stdout", err_r: "stderr"}
-            stdin = devnull
-            if opts.interactive:  # stdin stays open (no EOF) while the shim lives
-                stdin, keep_stdin = os.pipe2(os.O_CLOEXEC)
-            stdio = (stdin, out_w, err_w)
+            stdio = (fifo if fifo is not None else devnull, out_w, err_w)
         try:
             ctr = rt.create(c.id, c.bundle, state_root=engine.runtime_root, stdin=stdio[0],
                             stdout=stdio[1], stderr=stdio[2], durable=c.durable)
         finally:
-            for fd in set(stdio) - {devnull}:
+            for fd in set(stdio) - {devnull, fifo}:
                 os.close(fd)
         if ctr.console_fd is not None:
             streams[ctr.console_fd] = "stdout"
+        if fifo is not None and opts.tty:
+            os.set_blocking(fifo, False)
+            streams[fifo] = "stdin"  # what attach types goes to the pty
+        elif fifo is not None:
+            os.close(fifo)  # the container holds it now
         state.update(Status="running", Running=True, Pid=ctr.pid,
                      PidStartTime=pid_start_time(ctr.pid), StartedAt=now_iso(),
                      FinishedAt="", ExitCode=0, Error="", OOMKilled=False)
@@ -191,8 +207,10 @@ def _shim(engine, c: Container, opts, spec: dict, report: int | None) -> int:
         return 1
     _report(report, {"pid": ctr.pid})
     code = _relay(ctr, streams, log)
-    if keep_stdin is not None:
-        os.close(keep_stdin)
+    try:
+        os.unlink(stdin_path(c))
+    except FileNotFoundError:
+        pass
     _end(engine, c, ctr, opts, exit_code=code, log=log)
     return 0
 
@@ -216,11 +234,16 @@ def _relay(ctr, streams: dict[int, str], log: LogWriter) -> int:
                     if exc.errno not in (errno.EIO, errno.EBADF):
                         raise
                     data = b""
-                if data:
+                if data and streams[fd] == "stdin":
+                    console = next(f for f, name in streams.items() if name == "stdout")
+                    os.write(console, data)
+                elif data:
                     log.write(streams[fd], data)
-                else:
+                elif streams[fd] != "stdin":
                     del streams[fd]
                     os.close(fd)
+            if set(streams.values()) == {"stdin"}:
+                break  # the output is done: what is left to type goes nowhere
         for fd in streams:
             os.close(fd)
         return ctr.wait()

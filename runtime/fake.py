@@ -159,6 +159,9 @@ class RecordingSyscalls(Syscalls):
     def close_fds_except(self, keep):  # type: ignore[override]
         self._rec("close_fds_except", sorted(keep))
 
+    def reset_signals(self):  # type: ignore[override]
+        self._rec("reset_signals")
+
     def wait_for_start(self, fifo_fd):  # type: ignore[override]
         self._rec("wait_for_start", fifo_fd)
 

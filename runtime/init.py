@@ -150,6 +150,11 @@ def close_fds(ctx: InitContext) -> None:
     ctx.sys.close_fds_except(keep)
 
 
+def reset_signals(ctx: InitContext) -> None:
+    """No disposition or mask of ours is inherited by the command (see Syscalls)."""
+    ctx.sys.reset_signals()
+
+
 def wait_for_start(ctx: InitContext) -> None:
     """Tell the caller we are ready, then block on the exec fifo until start() opens it."""
     ctx.send({"type": "ready"})
@@ -195,6 +200,7 @@ STEPS: list[tuple[str, Step]] = [
     ("chdir", change_dir),
     ("lookup executable", lookup_executable),
     ("close fds", close_fds),
+    ("signals", reset_signals),
     ("wait for start", wait_for_start),
     ("execve", execve),
 ]
@@ -216,6 +222,7 @@ EXEC_STEPS: list[tuple[str, Step]] = [
     ("chdir", change_dir),
     ("lookup executable", lookup_executable),
     ("close fds", close_fds),
+    ("signals", reset_signals),
     ("ready", wait_for_start),
     ("execve", execve),
 ]

@@ -217,6 +217,21 @@ class Syscalls:
             os.close(fd)
         os.close(fifo_fd)
 
+    def reset_signals(self) -> None:
+        """Every disposition back to default, nothing blocked: an ignored signal survives
+        execve, and the caller's (python ignores SIGPIPE and SIGXFSZ; a shim, SIGINT and
+        SIGHUP) must not become the container's."""
+        import signal
+
+        for sig in signal.valid_signals():
+            if sig in (signal.SIGKILL, signal.SIGSTOP):
+                continue
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass  # signals the kernel reserves (the real-time ones libc uses)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
     def execve(self, path: str, args: list[str], env: dict[str, str]) -> None:
         _named("execve", os.execve, path, args, env)
 

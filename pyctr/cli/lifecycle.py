@@ -135,6 +135,17 @@ exec_.name = "exec"
 
 
 @click.command()
+@click.option("--no-stdin", is_flag=True, help="Do not attach stdin.")
+@click.option("--sig-proxy/--no-sig-proxy", default=True, show_default=True,
+              help="Forward the signals we get to the container's PID 1.")
+@click.argument("container")
+@click.pass_obj
+def attach(engine, no_stdin, sig_proxy, container) -> int:
+    """Attach to a running container's output (and stdin, if it was run with -i)."""
+    return engine.attach(container, stdin=not no_stdin, sig_proxy=sig_proxy)
+
+
+@click.command()
 @click.option("--since", help="Events since a time or a duration back from now (10m).")
 @click.option("--until", help="Events until a time or a duration back from now; then stop.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
@@ -168,4 +179,4 @@ def events(engine, since, until, filters, format_) -> None:
         click.echo(json.dumps(event) if format_ == "json" else ev.text(event))
 
 
-COMMANDS = [start, stop, restart, kill, wait, logs, exec_, events]
+COMMANDS = [start, stop, restart, kill, wait, logs, exec_, attach, events]

@@ -22,7 +22,7 @@ VERBS = {
     "pause": "container", "unpause": "container", "port": "container",
     "rename": "container", "top": "container", "container": "container",
     "start": "lifecycle", "stop": "lifecycle", "restart": "lifecycle", "kill": "lifecycle",
-    "wait": "lifecycle", "logs": "lifecycle", "exec": "lifecycle",
+    "wait": "lifecycle", "logs": "lifecycle", "exec": "lifecycle", "attach": "lifecycle",
     "events": "lifecycle",
     "images": "image", "load": "image", "import": "image", "tag": "image", "rmi": "image",
     "update": "limits", "stats": "limits",

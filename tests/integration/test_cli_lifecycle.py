@@ -394,3 +394,28 @@ def test_events_stream_the_lifecycle(pyctr, name, detached):
         proc.kill()
         proc.wait()
         pyctr("rm", name + "-2")
+
+
+def test_attach_relays_stdin_output_and_the_exit_code(pyctr, name, detached):
+    pyctr.ok("run", "-d", "-i", "--name", name, "--network", "none", "busybox", "sh", "-c",
+             'echo before; while read l; do echo "got $l"; [ "$l" = quit ] && exit 9; done')
+    detached.append(_state(pyctr, name)["MonitorPid"])
+    _until(lambda: pyctr.ok("logs", name) == "before\n")
+    r = pyctr("attach", name, input="hello\nquit\n")
+    assert (r.returncode, r.stdout) == (9, "got hello\ngot quit\n")  # from now on, not before
+    assert pyctr.ok("logs", name) == "before\ngot hello\ngot quit\n"
+    r = pyctr("attach", name)
+    assert r.returncode == 125 and "cannot attach to a stopped container" in r.stderr
+
+
+def test_attach_forwards_ctrl_c_to_the_container(pyctr, name, detached):
+    pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c",
+             "trap 'echo got-int; exit 4' INT; echo ready; while true; do sleep 0.1; done")
+    detached.append(_state(pyctr, name)["MonitorPid"])
+    _until(lambda: "ready" in pyctr.ok("logs", name))
+    proc = subprocess.Popen(pyctr.argv("attach", name), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(0.8)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert (proc.returncode, out) == (4, "got-int\n")

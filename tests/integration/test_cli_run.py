@@ -288,3 +288,12 @@ def test_through_the_daemon_a_killed_cli_leaves_its_container_running(pyctr, nam
             proc.kill()
             proc.wait()
         pyctr("rm", "-f", name)
+
+
+@pytest.mark.parametrize("how", [["--no-daemon", "run"], ["run"]])
+def test_pid_1_inherits_no_ignored_or_blocked_signal(pyctr, how):
+    """python ignores SIGPIPE and SIGXFSZ, a shim SIGINT and SIGHUP: an ignored
+    disposition survives execve, so the init resets them all before it."""
+    out = pyctr.ok(*how, "--rm", "--network", "none", "busybox", "grep", "-E",
+                   "^Sig(Ign|Blk)", "/proc/1/status")
+    assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]

@@ -38,7 +38,7 @@ def test_step_names_are_the_lesson():
         "masked paths", "readonly paths", "seccomp compile", "pivot_root", "root readonly",
         "console", "hostname", "loopback", "rlimits", "seccomp without no_new_privs", "user",
         "capabilities", "no_new_privs", "seccomp", "chdir", "lookup executable", "close fds",
-        "wait for start", "execve"]
+        "signals", "wait for start", "execve"]
 
 
 def test_default_pipeline_runs_in_order(busybox_rootfs):
@@ -84,8 +84,8 @@ def test_default_pipeline_runs_in_order(busybox_rootfs):
         ("mount", f"{root}/dev/null", f"{root}/proc/kcore", None, sc.MS_BIND, None),
         ("mount", f"{root}/dev/null", f"{root}/proc/timer_list", None, sc.MS_BIND, None),
         ("mount", "tmpfs", f"{root}/sys/firmware", "tmpfs", sc.MS_RDONLY, None)]
-    assert calls[-3:] == [("close_fds_except", [0, 1, 2, 7]), ("wait_for_start", 7),
-                          ("execve", "/bin/sh", ["sh", "-c", "true"])]
+    assert calls[-4:] == [("close_fds_except", [0, 1, 2, 7]), ("reset_signals",),
+                          ("wait_for_start", 7), ("execve", "/bin/sh", ["sh", "-c", "true"])]
     assert ctx.env["PATH"].startswith("/usr/local/sbin")
 
 

@@ -46,6 +46,7 @@ PID_NAME = "pyctrd.pid"
 LOG_NAME = "pyctrd.log"
 MAX_FDS = 3
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET_AFTER = 0.1, 60.0, 10.0
+IN_WORKER = False  # true in a fork of the daemon: shims are then asked of the daemon
 
 
 def socket_path(run_dir: Path | str) -> Path:
@@ -234,17 +235,27 @@ class Daemon:
             pass
 
     def _reap(self) -> None:
-        """Reap workers and shims (we are their subreaper); an ended shim may mean a restart."""
+        """Reap workers and shims (we are their subreaper); an ended shim may mean a restart.
+
+        A worker may have become a shim (op "shim"): its name says which, read
+        while it is still a zombie (waitid with WNOWAIT), before it is reaped."""
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None:
                 return
-            if pid in self.workers:
+            pid = info.si_pid
+            was_shim = _comm(pid).startswith("pyctr-shim")
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            if pid in self.workers and not was_shim:
                 self.workers.discard(pid)
                 continue
+            self.workers.discard(pid)
             for fd, (mpid, _) in list(self.watched.items()):
                 if mpid == pid:
                     self._monitor_ended(fd)
@@ -317,6 +328,8 @@ class Daemon:
             f"{state.get('ExitCode')}; starting it again in {delay:.1f}s")
 
     def _run_due(self) -> None:
+        """Start the containers whose back-off has passed, each in a worker (never
+        waited for here: the new shim asks this loop to fork it, and is our child)."""
         now = time.monotonic()
         for cid, when in list(self.due.items()):
             if when > now:
@@ -324,7 +337,7 @@ class Daemon:
             del self.due[cid]
             pid = self._fork(lambda cid=cid: self._restart_worker(cid))
             if pid:
-                self._wait_and_watch(pid, cid)
+                self.workers.add(pid)
 
     def _restart_worker(self, cid: str) -> int:
         try:
@@ -333,22 +346,6 @@ class Daemon:
             log(f"restart of {cid[:12]} failed: {exc}")
             return 1
         return 0
-
-    def _wait_and_watch(self, worker: int, cid: str) -> None:
-        """A restart worker returns once the new shim runs: then watch that shim."""
-        try:
-            os.waitpid(worker, 0)
-        except ChildProcessError:
-            pass
-        self.workers.discard(worker)
-        try:
-            c = self.engine.containers.get(cid)
-        except Exception:  # noqa: BLE001
-            return
-        if c.monitor_alive:
-            self._watch(c.record["State"]["MonitorPid"], cid)
-        elif c.record["State"]["Status"] == "exited":
-            self._consider_restart(c)
 
     # ---- requests -------------------------------------------------------------------
 
@@ -387,6 +384,8 @@ class Daemon:
                 self.sel.close()
                 for fd in self.private_fds + list(self.watched):
                     os.close(fd)
+                global IN_WORKER
+                IN_WORKER = True
                 set_title("pyctrd worker")
                 code = body()
             except BaseException as exc:  # noqa: BLE001 - a worker never returns to the loop
@@ -402,6 +401,11 @@ class Daemon:
             return 1
         if msg.get("op") == "call":
             return self._call(conn, msg)
+        if msg.get("op") == "shim":  # this fresh fork of the daemon becomes the shim
+            from pyctr.shim import monitor
+
+            conn.close()
+            return monitor(self.engine, msg["id"], fds[0] if fds else None)
         if msg.get("op") != "cli":
             _send(conn, {"error": f"unknown op {msg.get('op')!r}", "exit": 125})
             return 1
@@ -498,6 +502,14 @@ def run_cli(msg: dict, daemon: Daemon | None = None) -> int:
         except (OSError, ValueError):
             pass
     return code
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

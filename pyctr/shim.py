@@ -93,25 +93,20 @@ class LogWriter:
 
 
 def launch(engine, c: Container, opts, spec: dict) -> int:
-    """Fork the shim for ``c`` (rootfs, network and config.json ready); PID 1's pid.
+    """Start the shim for ``c`` (rootfs, network and config.json ready); PID 1's pid.
 
-    Returns once the container runs; raises the error that stopped it
-    (the shim has recorded it and released what the container held).
+    Returns once the container runs; raises the error that stopped it (the
+    shim has recorded it and released what the container held).  In a
+    worker of pyctrd the daemon itself forks the shim, from its pristine
+    memory (see monitor); elsewhere this process forks it (double fork, new
+    session).
     """
     r, w = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the forked child
-        code = 0
-        try:
-            os.close(r)
-            os.setsid()  # no controlling terminal: a hang-up of the caller's is not ours
-            if os.fork() == 0:
-                code = _shim(engine, c, opts, spec, w)
-        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
-            code = 1
-        os._exit(code)
-    os.close(w)
-    os.waitpid(child, 0)
+    try:
+        if not _ask_daemon(engine, c, w):
+            _fork_shim(engine, c, w)
+    finally:
+        os.close(w)
     chunks = []
     while data := os.read(r, CHUNK):
         chunks.append(data)
@@ -126,6 +121,38 @@ def launch(engine, c: Container, opts, spec: dict) -> int:
                              hint="run with --debug; `pyctr inspect` shows State.Error")
 
 
+def _fork_shim(engine, c: Container, report: int) -> None:
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            os.setsid()  # no controlling terminal: a hang-up of the caller's is not ours
+            if os.fork() == 0:
+                code = monitor(engine, c.id, report)
+        except BaseException:  # noqa: BLE001 - nothing may escape a forked child
+            code = 1
+        os._exit(code)
+    os.waitpid(child, 0)
+
+
+def _ask_daemon(engine, c: Container, report: int) -> bool:
+    """In a pyctrd worker: ask the daemon for a shim (the report fd goes along)."""
+    from pyctr import daemon
+
+    if not daemon.IN_WORKER:
+        return False
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(str(daemon.socket_path(engine.run_dir)))
+            socket.send_fds(s, [json.dumps({"op": "shim", "id": c.id}).encode() + b"\n"],
+                            [report])
+    except OSError:
+        return False
+    return True
+
+
 def _report(fd: int | None, msg: dict) -> None:
     if fd is None:
         return
@@ -133,17 +160,53 @@ def _report(fd: int | None, msg: dict) -> None:
         os.write(fd, json.dumps(msg).encode())
     except OSError:
         pass  # the caller is gone: the record says it all
-    os.close(fd)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
-def _shim(engine, c: Container, opts, spec: dict, report: int | None) -> int:
-    """The shim's whole life; the exit status of the shim process."""
+def monitor(engine, cid: str, report: int | None) -> int:
+    """See _monitor; an unexpected failure is reported to the caller, not lost."""
+    try:
+        return _monitor(engine, cid, report)
+    except BaseException as exc:  # noqa: BLE001 - the caller waits for a word
+        if report is not None:
+            err = ContainerInitError(f"the shim failed: {type(exc).__name__}: {exc}",
+                                     step="shim", hint="this is a bug in pyctr")
+            try:
+                os.write(report, json.dumps({"error": err.to_dict()}).encode())
+            except OSError:
+                pass
+        return 1
+
+
+def _monitor(engine, cid: str, report: int | None) -> int:
+    """The shim's whole life; the exit status of the shim process.
+
+    The shim lives as long as its container: what it pays in memory, every
+    container pays.  So it does the heavy work (the runtime's create and
+    start: many modules' code, many objects) in a **creator** child that
+    exits once PID 1 runs; PID 1 is then reparented to the shim (a child
+    subreaper).  What the shim itself touches is its loop over the output
+    pipes: forked from the daemon, nearly all of its memory stays shared.
+    """
+    from pyctr import bundle as B
     from pyctr.daemon import set_title
     from pyctr.fsutil import pid_start_time
-    from pyctr.runtime import container as rt
+    from pyctr.runtime import syscalls as sc
 
-    set_title(f"pyctr-shim {c.id[:12]}")
-    # nothing of the caller's stays open here (a daemon worker's client socket, say)
+    set_title(f"pyctr-shim {cid[:12]}")
+    try:
+        os.setsid()  # a session of its own: no terminal's hang-up or Ctrl-C reaches it
+    except OSError:
+        pass  # already a session leader
+    # nothing of the caller's stays open here (a daemon worker's client socket, say);
+    # the runtime's cache of rootfs fds goes first, or its fd numbers would name
+    # whatever is opened next (and the init's "close fds" step would close those)
+    from pyctr.runtime import inroot
+
+    inroot.forget()
     keep = report if report is not None else 2
     os.closerange(3, keep)
     os.closerange(keep + 1, 1 << 16)
@@ -152,6 +215,9 @@ def _shim(engine, c: Container, opts, spec: dict, report: int | None) -> int:
         os.dup2(devnull, fd)  # a detached monitor keeps no terminal open
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
+    sc.set_child_subreaper()  # PID 1 becomes ours when the creator exits
+    c = engine.containers.get(cid)
+    opts = B.options_from_record(c.record["RunOptions"])
     me = os.getpid()
     state = c.record["State"]
     state.update(MonitorPid=me, MonitorStartTime=pid_start_time(me))
@@ -169,55 +235,107 @@ def _shim(engine, c: Container, opts, spec: dict, report: int | None) -> int:
         os.mkfifo(path, 0o600)
         # read and write: the container's reads block (no EOF) while nobody is attached
         fifo = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    if opts.tty:
+        stdio = (devnull, devnull, devnull)  # the runtime gives PID 1 a pty instead
+    else:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        streams = {out_r: "stdout", err_r: "stderr"}
+        stdio = (fifo if fifo is not None else devnull, out_w, err_w)
+    msg, console = _create(engine, c, stdio, keep_open=set(streams) | {fifo, devnull})
+    for fd in set(stdio) - {devnull, fifo}:
+        os.close(fd)
+    pid = msg.get("pid") or 0
+    if "error" in msg:
+        code = 1
+        if pid:
+            try:
+                os.waitpid(pid, 0)  # PID 1 of a failed start: reparented here
+            except ChildProcessError:
+                pass
+        err = PyctrError.from_dict(msg["error"])
+        _end(engine, c, opts, exit_code=err.exit_code, error=err.render(), log=log)
+        _report(report, {"error": msg["error"]})
+        return code
+    _report(report, {"pid": pid})
+    if console is not None:
+        streams[console] = "stdout"
+    if fifo is not None and opts.tty:
+        os.set_blocking(fifo, False)
+        streams[fifo] = "stdin"  # what attach types goes to the pty
+    elif fifo is not None:
+        os.close(fifo)  # the container holds it now
+    code = _relay(pid, streams, log)
+    try:
+        os.unlink(stdin_path(c))
+    except FileNotFoundError:
+        pass
+    _end(engine, c, opts, exit_code=code, log=log)
+    return 0
+
+
+def _create(engine, c: Container, stdio: tuple[int, int, int], *,
+            keep_open: set) -> tuple[dict, int | None]:
+    """Create and start the container in a child; its report and the pty master (-t)."""
+    import socket
+
+    from pyctr.runtime.process import _recv
+
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    creator = os.fork()
+    if creator == 0:  # pragma: no cover - the creator
+        parent.close()
+        code = 1
+        try:
+            code = _creator(engine, c, stdio, child)
+        finally:
+            os._exit(code)
+    child.close()
+    try:
+        msg, fds = _recv(parent)
+    finally:
+        parent.close()
+        os.waitpid(creator, 0)
+    if msg is None:
+        msg = {"error": ContainerInitError("the shim's creator died before PID 1 ran",
+                                           step="shim").to_dict()}
+    return msg, (fds[0] if fds else None)
+
+
+def _creator(engine, c: Container, stdio: tuple[int, int, int], report) -> int:
+    import socket
+
+    from pyctr.fsutil import pid_start_time
+    from pyctr.runtime import container as rt
+
     ctr = None
     try:
-        if opts.tty:
-            stdio = (devnull, devnull, devnull)  # the runtime gives PID 1 a pty instead
-        else:
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            streams = {out_r: "stdout", err_r: "stderr"}
-            stdio = (fifo if fifo is not None else devnull, out_w, err_w)
-        try:
-            ctr = rt.create(c.id, c.bundle, state_root=engine.runtime_root, stdin=stdio[0],
-                            stdout=stdio[1], stderr=stdio[2], durable=c.durable)
-        finally:
-            for fd in set(stdio) - {devnull, fifo}:
-                os.close(fd)
-        if ctr.console_fd is not None:
-            streams[ctr.console_fd] = "stdout"
-        if fifo is not None and opts.tty:
-            os.set_blocking(fifo, False)
-            streams[fifo] = "stdin"  # what attach types goes to the pty
-        elif fifo is not None:
-            os.close(fifo)  # the container holds it now
+        ctr = rt.create(c.id, c.bundle, state_root=engine.runtime_root, stdin=stdio[0],
+                        stdout=stdio[1], stderr=stdio[2], durable=c.durable)
+        state = c.record["State"]
         state.update(Status="running", Running=True, Pid=ctr.pid,
                      PidStartTime=pid_start_time(ctr.pid), StartedAt=now_iso(),
                      FinishedAt="", ExitCode=0, Error="", OOMKilled=False)
         c.save()
         ctr.start()
         engine._event("start", c)
-    except BaseException as exc:  # noqa: BLE001 - recorded and reported, never lost
+    except BaseException as exc:  # noqa: BLE001 - reported to the shim, never lost
         err = exc if isinstance(exc, PyctrError) else ContainerInitError(
             f"{type(exc).__name__}: {exc}", step="shim", hint="this is a bug in pyctr")
-        if ctr is not None:
-            ctr.wait()
-        _end(engine, c, ctr, opts, exit_code=err.exit_code, error=err.render(), log=log)
-        _report(report, {"error": err.to_dict()})
+        report.send(json.dumps({"error": err.to_dict(),
+                                "pid": ctr.pid if ctr is not None else 0}).encode())
         return 1
-    _report(report, {"pid": ctr.pid})
-    code = _relay(ctr, streams, log)
-    try:
-        os.unlink(stdin_path(c))
-    except FileNotFoundError:
-        pass
-    _end(engine, c, ctr, opts, exit_code=code, log=log)
+    data = json.dumps({"pid": ctr.pid}).encode()
+    if ctr.console_fd is not None:
+        socket.send_fds(report, [data], [ctr.console_fd])
+    else:
+        report.send(data)
     return 0
 
 
-def _relay(ctr, streams: dict[int, str], log: LogWriter) -> int:
+def _relay(pid: int, streams: dict[int, str], log: LogWriter) -> int:
     """Copy PID 1's output to the log until it exits; its exit code (docker's)."""
-    pidfd = os.pidfd_open(ctr.pid)
+    pidfd = os.pidfd_open(pid)
     try:
         exited = False
         while streams:
@@ -246,15 +364,18 @@ def _relay(ctr, streams: dict[int, str], log: LogWriter) -> int:
                 break  # the output is done: what is left to type goes nowhere
         for fd in streams:
             os.close(fd)
-        return ctr.wait()
+        _, status = os.waitpid(pid, 0)  # ours: the creator's child, reparented to us
+        return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
+            else 128 + os.WTERMSIG(status)
     finally:
         os.close(pidfd)
 
 
-def _end(engine, c: Container, ctr, opts, *, exit_code: int, log: LogWriter,
+def _end(engine, c: Container, opts, *, exit_code: int, log: LogWriter,
          error: str = "") -> None:
     """Record the exit and release what the container held (the monitor's last duty)."""
     from pyctr.limits import release_parent
+    from pyctr.runtime import container as rt
 
     try:
         log.close()
@@ -265,11 +386,10 @@ def _end(engine, c: Container, ctr, opts, *, exit_code: int, log: LogWriter,
         from pyctr.limits import oom_hint
         error = oom_hint(c.record["HostConfig"].get("Resources"))
     engine._finish(c, exit_code=exit_code, error=error, oom_killed=oom, force=True)
-    if ctr is not None:
-        try:
-            ctr.delete()
-        except PyctrError:
-            pass
+    try:
+        rt.load(c.id, engine.runtime_root).delete()  # the cgroup, the runtime's state
+    except PyctrError:
+        pass
     engine._release_start(c)
     release_parent(engine.root, opts.cgroup_parent)
     if opts.rm:

@@ -211,18 +211,12 @@ STEP_NAMES = [name for name, _ in STEPS]
 # rootfs exist already (joined by process.spawn_exec before this runs, the
 # seccomp filter compiled by the caller on the host): only the privilege
 # steps remain, in the same order as PID 1's.
+_EXEC_FROM_PID1 = ("rlimits", "seccomp without no_new_privs", "user", "capabilities",
+                   "no_new_privs", "seccomp", "chdir", "lookup executable", "close fds",
+                   "signals")
 EXEC_STEPS: list[tuple[str, Step]] = [
     ("console", terminal.setup_exec_console),
-    ("rlimits", security.set_rlimits),
-    ("seccomp without no_new_privs", security.set_seccomp_privileged),
-    ("user", security.set_user),
-    ("capabilities", security.set_capabilities),
-    ("no_new_privs", security.set_no_new_privs),
-    ("seccomp", security.set_seccomp),
-    ("chdir", change_dir),
-    ("lookup executable", lookup_executable),
-    ("close fds", close_fds),
-    ("signals", reset_signals),
+    *((name, fn) for name, fn in STEPS if name in _EXEC_FROM_PID1),
     ("ready", wait_for_start),
     ("execve", execve),
 ]

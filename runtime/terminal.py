@@ -45,24 +45,16 @@ def setup_console(ctx: InitContext) -> None:
     the console reach the user's terminal.  Without a terminal there is no
     /dev/console at all, rather than one leading nowhere.
     """
-    proc = ctx.spec["process"]
-    if not proc.get("terminal"):
-        return
-    master, slave = ctx.sys.open_pty()
-    size = proc.get("consoleSize")
-    if size:
-        ctx.sys.set_console_size(slave, size["height"], size["width"])
-    ctx.sys.touch_in("/", "/dev/console")
-    ctx.sys.mount_in("/", f"/proc/self/fd/{slave}", "/dev/console", None, MS_BIND)
-    ctx.sys.make_controlling_tty(slave)
-    ctx.send_console(master)
-    ctx.sys.close(master)
-    ctx.sys.close(slave)
+    _console(ctx, bind_dev_console=True)
 
 
 def setup_exec_console(ctx: InitContext) -> None:
     """`exec -t`: a pty from the container's own devpts as controlling tty and stdio;
     /dev/console stays PID 1's."""
+    _console(ctx, bind_dev_console=False)
+
+
+def _console(ctx: InitContext, *, bind_dev_console: bool) -> None:
     proc = ctx.spec["process"]
     if not proc.get("terminal"):
         return
@@ -70,6 +62,9 @@ def setup_exec_console(ctx: InitContext) -> None:
     size = proc.get("consoleSize")
     if size:
         ctx.sys.set_console_size(slave, size["height"], size["width"])
+    if bind_dev_console:
+        ctx.sys.touch_in("/", "/dev/console")
+        ctx.sys.mount_in("/", f"/proc/self/fd/{slave}", "/dev/console", None, MS_BIND)
     ctx.sys.make_controlling_tty(slave)
     ctx.send_console(master)
     ctx.sys.close(master)

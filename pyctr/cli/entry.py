@@ -53,13 +53,14 @@ def main() -> None:
         run_dir = opts.get("--run-dir") or os.environ.get("PYCTR_RUN_DIR") or "/run/pyctr"
         code = remote(argv, run_dir, opts)
         if code is not None:
-            _exit(code)
+            flush_and_exit(code)
     from pyctr.cli.main import main as local
 
     local()
 
 
-def _exit(code: int) -> None:
+def flush_and_exit(code: int) -> None:
+    """Exit without the interpreter's teardown (~10 ms of module clean-up per run)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

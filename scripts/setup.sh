@@ -49,6 +49,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO[test]" >"$LOG" 2>&1 \
     || fail "pip install of pyctr into $VENV failed"
+mkdir -p "$BIN"
 ln -sf "$VENV/bin/pyctr" "$BIN/pyctr"
 ln -sf "$VENV/bin/pyctrd" "$BIN/pyctrd"
 # setup's own commands work in their process: no daemon is started here

@@ -119,7 +119,8 @@ class ContainerStore:
             me = os.getpid() if monitor else 0
             full = {"Id": cid, "Name": name, "Created": now_iso(), "Image": image,
                     "ImageID": image_id,
-                    "State": {"Status": "created", "Running": False, "Pid": 0,
+                    "State": {"Status": "created", "Running": False, "Paused": False,
+                              "OOMKilled": False, "Pid": 0,
                               "ExitCode": 0, "Error": "", "StartedAt": "",
                               "FinishedAt": "",
                               # the process that set the container up and watches it
@@ -168,7 +169,12 @@ class ContainerStore:
         if len(matches) > 1:
             raise Conflict(f'multiple containers match "{ref}"',
                            hint="give more characters of the id, or the name")
-        raise NotFound(f"no such container: {ref}", hint="pyctr ps -a lists the containers")
+        import difflib
+
+        close = difflib.get_close_matches(ref.lstrip("/"), [c.name for c in everything], n=3)
+        hint = ("did you mean " + ", ".join(close) + "?") if close \
+            else "pyctr ps -a lists the containers"
+        raise NotFound(f"no such container: {ref}", hint=hint)
 
     def remove_dir(self, c: Container) -> None:
         """Rename, then delete: a `pyctr run` still saving the record cannot bring it back.

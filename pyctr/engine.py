@@ -93,7 +93,8 @@ class Engine(RunMixin, LifecycleMixin):
         return status
 
     def inspect(self, c: Container) -> dict:
-        rec = dict(c.record)
+        """docker inspect's shape; what a container not started yet has not, is empty."""
+        rec = {"NetworkSettings": {}, "Mounts": [], "LogPath": "", **c.record}
         status = self.status(c)
         rec["State"] = dict(rec["State"], Status=status, Running=status in ("running", "paused"),
                             Paused=status == "paused")

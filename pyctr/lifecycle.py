@@ -289,16 +289,18 @@ class LifecycleMixin:
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
 
-    def attach(self, ref: str, *, stdin: bool = True, sig_proxy: bool = True) -> int:
-        """docker attach: the container's output from now on to ours, what we type to its
-        stdin (a -i container), our signals to PID 1; its exit code when it stops."""
+    def attach(self, ref: str, *, stdin: bool = True, sig_proxy: bool = True,
+               from_start: bool = False) -> int:
+        """docker attach: the container's output from now on (``from_start``: since this
+        run of it began) to ours, what we type to its stdin (a -i container), our
+        signals to PID 1; its exit code when it stops."""
         import select
 
         from pyctr.run import FORWARDED_SIGNALS
         from pyctr.shim import log_path, stdin_path
 
         c = self.containers.get(ref)
-        if self.status(c) not in ("running", "paused"):
+        if self.status(c) not in ("running", "paused") and not from_start:
             raise Conflict("you cannot attach to a stopped container, start it first",
                            hint=f"pyctr start -a {c.name}")
         fifo = None
@@ -308,8 +310,19 @@ class LifecycleMixin:
             for sig in FORWARDED_SIGNALS:
                 signal.signal(sig, lambda signum, _f, ref=c.id: self._proxy(ref, signum))
         with open(log_path(c), "rb") as f:
-            f.seek(0, os.SEEK_END)
             partial = b""
+            since = parse_time(c.record["State"].get("StartedAt", "")) if from_start else None
+            if since is None:
+                f.seek(0, os.SEEK_END)
+            else:  # the lines of this run so far, then on as they come
+                for line in f.read().splitlines(keepends=True):
+                    if not line.endswith(b"\n"):
+                        partial = line
+                        continue
+                    rec = _parse(line)
+                    if rec and _after(rec, since):
+                        out = 2 if rec.get("stream") == "stderr" else 1
+                        os.write(out, rec.get("log", "").encode())
             while True:
                 alive = self.status(c) in ("running", "paused")
                 ready, _, _ = select.select([0] if fifo is not None else [], [], [], 0.05)

@@ -12,15 +12,19 @@ from pyctr.cli import fmt
 
 @click.command()
 @click.option("-a", "--attach", is_flag=True, help="Print the container's output until it exits.")
+@click.option("-i", "--interactive", is_flag=True,
+              help="Attach our stdin to the container's (it must have been created with -i).")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
-def start(engine, attach, containers) -> int:
+def start(engine, attach, interactive, containers) -> int:
     """Start one or more created or stopped containers."""
     engine.reconcile()
-    if attach:
+    if attach or interactive:
         if len(containers) != 1:
             raise click.UsageError("you cannot start and attach multiple containers at once")
         c = engine.start(containers[0])
+        if interactive:
+            return engine.attach(c.id, stdin=True, from_start=True)
         _print_logs(engine, c.id, follow=True, since_start=c)
         return engine.wait(c.id)
     return fmt.each(containers, engine.start)

@@ -419,3 +419,30 @@ def test_attach_forwards_ctrl_c_to_the_container(pyctr, name, detached):
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
     assert (proc.returncode, out) == (4, "got-int\n")
+
+
+def test_an_unknown_name_lists_close_matches(pyctr, name, detached):
+    pyctr.ok("create", "--name", name + "-webserver", "--network", "none", "busybox", "true")
+    r = pyctr("logs", name + "-websrver")
+    assert r.returncode == 125
+    assert f"no such container: {name}-websrver (hint: did you mean {name}-webserver?)" \
+        in r.stderr
+    r = pyctr("stop", "zzzzzzzz-nothing-like-it")
+    assert r.returncode == 1 and "hint: pyctr ps -a lists the containers" in r.stderr
+
+
+def test_inspect_has_dockers_shape_before_the_first_start(pyctr, name, detached):
+    pyctr.ok("create", "--name", name, "--network", "none", "busybox", "true")
+    rec = pyctr.container(name)
+    assert {"Id", "Name", "Created", "Path", "Args", "State", "Config", "HostConfig",
+            "NetworkSettings", "Mounts", "RestartCount"} <= set(rec)
+    assert {"Status", "Running", "Paused", "OOMKilled", "ExitCode", "StartedAt",
+            "FinishedAt", "Pid"} <= set(rec["State"])
+    assert (rec["State"]["Status"], rec["Mounts"], rec["NetworkSettings"]) == ("created", [], {})
+
+
+def test_start_i_attaches_stdin_from_the_start(pyctr, name, detached):
+    pyctr.ok("create", "-i", "--name", name, "--network", "none", "busybox", "sh", "-c",
+             'echo hi; read l; echo "got $l"; exit 6')
+    r = pyctr("start", "-i", name, input="typed\n")
+    assert (r.returncode, r.stdout) == (6, "hi\ngot typed\n")

@@ -1,26 +1,26 @@
 """The monitor of a detached container: what containerd-shim and conmon are to theirs.
 
-`pyctr run -d` and `pyctr start` fork a shim and return once the container
+`pyctr run -d` and `pyctr start` get a shim and return once the container
 runs.  The shim is the one process that stays with the container for its
 whole life, whoever else comes and goes (the CLI that started it, the daemon):
 
-    caller ──fork──▶ child ──setsid, fork──▶ shim ──runtime create──▶ PID 1
-       ◀── {"pid": …} or {"error": …} on a pipe ──┘
+    pyctrd ──fork──▶ shim ──fork──▶ creator ──runtime create + start──▶ PID 1
+    (asked by a worker)  │            (exits: PID 1 is reparented to the shim)
+                         └── {"pid": …} or {"error": …} to the caller, on a pipe
 
-* it is PID 1's parent (a child subreaper: the runtime's intermediate
-  process exits and PID 1 is reparented here), so it alone can reap it and
+(without the daemon the caller forks it, twice, in a session of its own).
+
+* it is PID 1's parent (a child subreaper), so it alone can reap it and
   learn its real exit status;
 * it holds the read ends of PID 1's stdout and stderr (or the pty master
-  with -t) and writes every line to the container's json-file log, in the
-  format docker's json-file driver uses;
+  with -t; the FIFO `pyctr attach` writes to with -i) and writes every line
+  to the container's json-file log, in the format docker's driver uses;
 * at the exit it records ExitCode, FinishedAt and the OOM verdict, then
   releases what the container held (cgroup, network, rootfs mount) and
   removes a --rm container.
 
-The double fork makes the shim nobody's child but init's (or a subreaper's,
-such as the daemon's): the CLI that started it exits at once and leaves no
-zombie.  It is forked, never spawned, from a process that is single-
-threaded (DESIGN.md): a fork of a threaded Python can deadlock in the child.
+It is forked, never spawned, from a process that is single-threaded
+(DESIGN.md): a fork of a threaded Python can deadlock in the child.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def _monitor(engine, cid: str, report: int | None) -> int:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         streams = {out_r: "stdout", err_r: "stderr"}
         stdio = (fifo if fifo is not None else devnull, out_w, err_w)
-    msg, console = _create(engine, c, stdio, keep_open=set(streams) | {fifo, devnull})
+    msg, console = _create(engine, c, stdio)
     for fd in set(stdio) - {devnull, fifo}:
         os.close(fd)
     pid = msg.get("pid") or 0
@@ -274,8 +274,7 @@ def _monitor(engine, cid: str, report: int | None) -> int:
     return 0
 
 
-def _create(engine, c: Container, stdio: tuple[int, int, int], *,
-            keep_open: set) -> tuple[dict, int | None]:
+def _create(engine, c: Container, stdio: tuple[int, int, int]) -> tuple[dict, int | None]:
     """Create and start the container in a child; its report and the pty master (-t)."""
     import socket
 

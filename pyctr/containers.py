@@ -157,6 +157,13 @@ class ContainerStore:
         out.sort(key=lambda c: c.record.get("Created", ""), reverse=True)
         return out
 
+    def by_id(self, cid: str) -> Container:
+        """By full id, reading that record alone (a shim's way: it knows its id)."""
+        try:
+            return self.reload(Container(self.dir / cid, {}))
+        except (OSError, ValueError):
+            return self.get(cid)
+
     def get(self, ref: str) -> Container:
         """By name, full id or unique id prefix, as docker finds containers."""
         everything = self.list()

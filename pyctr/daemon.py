@@ -549,9 +549,14 @@ def warm() -> None:
 
     for module in sorted(set(VERBS.values())):
         importlib.import_module(f"pyctr.cli.{module}")
+    # and what a shim imports: a module imported in a shim is memory of its own, for
+    # the container's whole life; imported here, it is shared by every shim
     for module in ("pyctr.engine", "pyctr.client", "pyctr.runtime.container",
                    "pyctr.runtime.exec", "pyctr.shim", "pyctr.cgroups", "pyctr.images.store",
-                   "pyctr.runtime.seccomp"):
+                   "pyctr.images.snapshot", "pyctr.runtime.seccomp", "pyctr.limits",
+                   "pyctr.network", "pyctr.netns", "pyctr.events", "pyctr.lifecycle",
+                   "pyctr.runtime.users", "pyctr.runtime.spec", "pyctr.tty", "prctl",
+                   "difflib", "calendar", "json.decoder", "json.encoder"):
         importlib.import_module(module)
 
 

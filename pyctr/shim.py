@@ -216,7 +216,7 @@ def _monitor(engine, cid: str, report: int | None) -> int:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     sc.set_child_subreaper()  # PID 1 becomes ours when the creator exits
-    c = engine.containers.get(cid)
+    c = engine.containers.by_id(cid)
     opts = B.options_from_record(c.record["RunOptions"])
     me = os.getpid()
     state = c.record["State"]

@@ -310,19 +310,10 @@ class LifecycleMixin:
             for sig in FORWARDED_SIGNALS:
                 signal.signal(sig, lambda signum, _f, ref=c.id: self._proxy(ref, signum))
         with open(log_path(c), "rb") as f:
-            partial = b""
             since = parse_time(c.record["State"].get("StartedAt", "")) if from_start else None
             if since is None:
                 f.seek(0, os.SEEK_END)
-            else:  # the lines of this run so far, then on as they come
-                for line in f.read().splitlines(keepends=True):
-                    if not line.endswith(b"\n"):
-                        partial = line
-                        continue
-                    rec = _parse(line)
-                    if rec and _after(rec, since):
-                        out = 2 if rec.get("stream") == "stderr" else 1
-                        os.write(out, rec.get("log", "").encode())
+            reader = LogTail(f, since)  # from_start: this run's lines so far, then on
             while True:
                 alive = self.status(c) in ("running", "paused")
                 ready, _, _ = select.select([0] if fifo is not None else [], [], [], 0.05)
@@ -333,19 +324,12 @@ class LifecycleMixin:
                     else:
                         os.close(fifo)  # our stdin ended: the container's stays open
                         fifo = None
-                data = f.read()
-                if data:
-                    lines = (partial + data).split(b"\n")
-                    partial = lines.pop()
-                    for line in lines:
-                        rec = _parse(line)
-                        if rec:
-                            out = 2 if rec.get("stream") == "stderr" else 1
-                            os.write(out, rec.get("log", "").encode())
+                new = reader.read()
+                if new is not None:
+                    for record in new:
+                        _write_record(record)
                 elif not alive and not c.monitor_alive:
                     break
-                elif not alive:
-                    time.sleep(0.02)
         if fifo is not None:
             os.close(fifo)
         return self.wait(c.id)
@@ -419,11 +403,8 @@ class LifecycleMixin:
         except FileNotFoundError:
             return
         with f:
-            lines = f.read().splitlines(keepends=True)
-            partial = b""
-            if lines and not lines[-1].endswith(b"\n"):
-                partial = lines.pop()  # the shim is writing it: it comes whole below
-            records = [r for r in map(_parse, lines) if r and _after(r, since)]
+            tail_ = LogTail(f, since)
+            records = tail_.read() or []
             if tail is not None and tail >= 0:
                 records = records[len(records) - tail:] if tail else []
             yield from records
@@ -431,18 +412,34 @@ class LifecycleMixin:
                 return
             while True:
                 alive = self.status(c) in ("running", "paused") or c.monitor_alive
-                data = f.read()
-                if data:
-                    chunk = partial + data
-                    lines = chunk.splitlines(keepends=True)
-                    partial = lines.pop() if not lines[-1].endswith(b"\n") else b""
-                    for r in map(_parse, lines):
-                        if r and _after(r, since):
-                            yield r
+                new = tail_.read()
+                if new is not None:
+                    yield from new
                 elif not alive:
                     return
                 else:
                     time.sleep(0.05)
+
+
+class LogTail:
+    """The whole records of a json-file log as they are appended (a line the shim is still
+    writing is kept until its newline comes)."""
+
+    def __init__(self, f, since: float | None = None) -> None:
+        self.f, self.since, self.partial = f, since, b""
+
+    def read(self) -> list[dict] | None:
+        """The new records (None: nothing new at all)."""
+        data = self.f.read()
+        if not data:
+            return None
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        return [r for r in map(_parse, lines) if r and _after(r, self.since)]
+
+
+def _write_record(record: dict) -> None:
+    os.write(2 if record.get("stream") == "stderr" else 1, record.get("log", "").encode())
 
 
 def _parse(line: bytes) -> dict | None:

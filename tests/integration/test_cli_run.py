@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -297,3 +298,36 @@ def test_pid_1_inherits_no_ignored_or_blocked_signal(pyctr, how):
     out = pyctr.ok(*how, "--rm", "--network", "none", "busybox", "grep", "-E",
                    "^Sig(Ign|Blk)", "/proc/1/status")
     assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
+
+
+def test_rm_f_of_a_half_created_container_removes_everything_it_had(pyctr, name):
+    """The CLI dies (SIGKILL) while it sets a container up — its rootfs mounted, its
+    cgroup and runtime state perhaps made — and `rm -f` takes all of it away."""
+    proc = subprocess.Popen(pyctr.argv("--no-daemon", "run", "--name", name, "busybox",
+                                       "sleep", "60"),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    record = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the moment its overlay is mounted
+        for entry in (pyctr.root / "containers").glob("*/container.json"):
+            try:
+                data = json.loads(entry.read_text())
+            except (OSError, ValueError):
+                continue
+            if data.get("Name") == name and "GraphDriver" in data:
+                record = data
+        if record:
+            break
+        time.sleep(0.001)
+    proc.kill()
+    proc.wait()
+    assert record, "the run never got as far as its rootfs"
+    cid = record["Id"]
+    r = pyctr("rm", "-f", name)
+    assert r.returncode == 0, r.stderr
+    assert not (pyctr.root / "containers" / cid).exists()
+    assert not (pyctr.run_dir / "runtime" / cid).exists()
+    assert cid not in Path("/proc/self/mountinfo").read_text()
+    roots = [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()]  # v2, and v1's
+    assert not any(Path(h, "pyctr", cid).exists() for h in roots if h.is_dir())

@@ -235,26 +235,16 @@ class Daemon:
             pass
 
     def _reap(self) -> None:
-        """Reap workers and shims (we are their subreaper); an ended shim may mean a restart.
-
-        A worker may have become a shim (op "shim"): its name says which, read
-        while it is still a zombie (waitid with WNOWAIT), before it is reaped."""
+        """Reap workers and shims (we are their subreaper); an ended monitor may mean a
+        restart.  A worker that became a shim (op "shim"), or that ran a container in
+        the foreground, was that container's monitor."""
         while True:
             try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
-            if info is None:
+            if pid == 0:
                 return
-            pid = info.si_pid
-            was_shim = _comm(pid).startswith("pyctr-shim")
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            if pid in self.workers and not was_shim:
-                self.workers.discard(pid)
-                continue
             self.workers.discard(pid)
             for fd, (mpid, _) in list(self.watched.items()):
                 if mpid == pid:
@@ -264,7 +254,8 @@ class Daemon:
                 self._shim_ended(pid)
 
     def _shim_ended(self, pid: int) -> None:
-        """A shim a worker started (reparented to us, the subreaper) has ended."""
+        """A monitor that is our child has ended: a shim, or a foreground run's worker
+        (every worker is looked at: one that ran no container matches no record)."""
         for c in self.engine.containers.list():
             if c.record["State"].get("MonitorPid") == pid:
                 if c.record["State"]["Status"] == "running":
@@ -502,14 +493,6 @@ def run_cli(msg: dict, daemon: Daemon | None = None) -> int:
         except (OSError, ValueError):
             pass
     return code
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

@@ -186,3 +186,17 @@ def test_the_pytest_fixture_yields_a_running_container(pyctr_container, pyctr_se
     assert pyctr_container.exec(["hostname"]).output == "fixt\n"
     _until(lambda: pyctr_container.logs() == "ready\n")
     assert pyctr_container.name in pyctr_session.ok("ps")
+
+
+def test_a_foreground_run_through_the_daemon_is_restarted_too(pyctr, name):
+    """As docker: the policy applies to a container run in the foreground as well
+    (the daemon's worker was its monitor); the next runs are under a shim."""
+    r = pyctr("run", "--name", name, "--restart", "on-failure:1", "--network", "none",
+              "busybox", "sh", "-c", "echo once; exit 2")
+    try:
+        assert (r.returncode, r.stdout) == (2, "once\n")
+        _until(lambda: pyctr.container(name).get("RestartCount") == 1
+               and _state(pyctr, name)["Status"] == "exited")
+        assert pyctr.ok("logs", name) == "once\n"  # the shim's run logged; the first was ours
+    finally:
+        pyctr("rm", "-f", name)

@@ -150,6 +150,8 @@ class LifecycleMixin:
         num = parse_signal(sig)
         c = self.containers.get(ref)
         state = c.record["State"]
+        if self.status(c) in ("running", "paused"):
+            self._mark_stopped(c)  # docker: a killed container is not restarted by policy
         if self.status(c) not in ("running", "paused") or \
                 not signal_pid(state["Pid"], state.get("PidStartTime"), num):
             raise Conflict(f"cannot kill container {c.name}: container is not running",

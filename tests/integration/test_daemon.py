@@ -200,3 +200,17 @@ def test_a_foreground_run_through_the_daemon_is_restarted_too(pyctr, name):
         assert pyctr.ok("logs", name) == "once\n"  # the shim's run logged; the first was ours
     finally:
         pyctr("rm", "-f", name)
+
+
+def test_a_killed_container_is_not_restarted(pyctr, name):
+    pyctr.ok("run", "-d", "--name", name, "--restart", "on-failure", "--network", "none",
+             "busybox", "sleep", "60")
+    try:
+        pyctr.ok("kill", name)
+        _until(lambda: _state(pyctr, name)["Status"] == "exited")
+        time.sleep(1.0)
+        rec = pyctr.container(name)
+        assert (rec["State"]["Status"], rec["State"]["ExitCode"], rec["RestartCount"]) == \
+            ("exited", 137, 0)
+    finally:
+        pyctr("rm", "-f", name)

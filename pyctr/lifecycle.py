@@ -17,8 +17,7 @@ from collections.abc import Iterator
 
 from pyctr import bundle as B
 from pyctr.containers import Container
-from pyctr.errors import Conflict, UserError
-from pyctr.errors import PyctrError as PyctrErrorBase
+from pyctr.errors import Conflict, PyctrError, UserError
 from pyctr.fsutil import pid_start_time
 
 DEFAULT_STOP_TIMEOUT = 10  # seconds, docker's
@@ -108,7 +107,6 @@ class LifecycleMixin:
 
     def _start(self, c: Container, opts: B.RunOptions) -> Container:
         from pyctr import shim
-        from pyctr.errors import PyctrError
         from pyctr.limits import claim_parent, release_parent
 
         claim_parent(self.root, opts.cgroup_parent)
@@ -276,7 +274,7 @@ class LifecycleMixin:
                 os.dup2(w, 1)
                 os.dup2(w, 2)
                 code = self.exec(ref, args, **kwargs) or 0
-            except PyctrErrorBase as exc:
+            except PyctrError as exc:
                 os.write(2, f"pyctr: {exc.render()}\n".encode())
                 code = exc.exit_code
             except BaseException:  # noqa: BLE001
@@ -339,7 +337,7 @@ class LifecycleMixin:
     def _proxy(self, ref: str, signum: int) -> None:
         import contextlib
 
-        with contextlib.suppress(PyctrErrorBase):  # gone meanwhile: the loop sees it
+        with contextlib.suppress(PyctrError):  # gone meanwhile: the loop sees it
             self.kill(ref, signum)
 
     def restart(self, ref: str, timeout: float | None = None) -> Container:

@@ -118,3 +118,17 @@ def test_exec_it_is_a_shell_on_a_pty_of_the_containers_devpts(pyctr, name):
         assert t.after == t.before
     finally:
         pyctr("rm", "-f", name)
+
+
+def test_attach_to_a_detached_tty_container_types_into_its_pty(pyctr, name):
+    pyctr.ok("run", "-d", "-it", "--name", name, "--network", "none", "busybox", "sh")
+    try:
+        t = Terminal(pyctr.argv("attach", name))
+        time.sleep(0.5)
+        t.type(b"echo $((6*7)); tty\n")
+        out = t.read_until(b"/dev/pts/")
+        assert b"42" in out
+        t.type(b"exit 3\n")
+        assert t.close() == 3
+    finally:
+        pyctr("rm", "-f", name)

@@ -102,6 +102,34 @@ class Pyctr:
                 for i in map(json.loads, self.ok("images", "--format", "json").splitlines())}
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def until(predicate, timeout: float = 15):
+    """Poll ``predicate`` until it returns something true (which is returned)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def imported_modules(argv: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run a pyctr command with python's import trace on: its result and what it imported."""
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    return r, {line.split("|")[-1].strip() for line in r.stderr.splitlines()
+               if line.startswith("import time:")}
+
+
 @pytest.fixture(scope="session")
 def busybox_tar(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("bbtar")

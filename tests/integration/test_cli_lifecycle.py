@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import alive, until
+
 pytestmark = pytest.mark.root
 
 TICKER = "echo start; echo to-err >&2; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"
@@ -24,29 +26,11 @@ def _ppid(pid: int) -> int:
         return int(next(ln for ln in f if ln.startswith("PPid:")).split()[1])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _gone(pid: int, timeout: float = 10) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return not _alive(pid)
-
-
-def _until(predicate, timeout: float = 10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+    return not alive(pid)
 
 
 @pytest.fixture
@@ -73,7 +57,7 @@ def test_run_d_prints_the_id_and_the_shim_is_pid_1s_parent(pyctr, name, detached
     detached.append(state["MonitorPid"])
     assert state["Status"] == "running" and state["Running"] is True
     assert _ppid(state["Pid"]) == state["MonitorPid"]  # the shim reaps PID 1 …
-    assert _alive(state["MonitorPid"])
+    assert alive(state["MonitorPid"])
     assert os.getsid(state["MonitorPid"]) != os.getsid(0)  # … in a session of its own
     with open(f"/proc/{state['MonitorPid']}/stat") as f:  # … with no controlling terminal
         assert f.read().rsplit(")", 1)[1].split()[4] == "0"
@@ -84,7 +68,7 @@ def test_run_d_prints_the_id_and_the_shim_is_pid_1s_parent(pyctr, name, detached
 def test_logs_keep_stdout_and_stderr_apart_with_times_and_tail(pyctr, name, detached):
     pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c", TICKER)
     detached.append(_state(pyctr, name)["MonitorPid"])
-    _until(lambda: "tick 3" in pyctr.ok("logs", name))
+    until(lambda: "tick 3" in pyctr.ok("logs", name))
     r = pyctr("logs", name)
     assert r.stdout.startswith("start\ntick 1\ntick 2\ntick 3\n")
     assert r.stderr == "to-err\n"
@@ -123,7 +107,7 @@ def test_stop_honours_the_timeout_then_kills(pyctr, name, detached):
     assert 1.0 <= took < 6, took
     after = _state(pyctr, name)
     assert (after["Status"], after["ExitCode"], after["Running"]) == ("exited", 137, False)
-    assert not _alive(state["Pid"])
+    assert not alive(state["Pid"])
     assert _gone(state["MonitorPid"])
     assert not os.path.ismount(pyctr.container(name)["GraphDriver"]["Data"]["MergedDir"])
 
@@ -172,21 +156,21 @@ def test_restart_makes_a_new_process_and_keeps_the_logs(pyctr, name, detached):
              "echo hello; trap 'exit 0' TERM; while true; do sleep 0.1; done")
     first = _state(pyctr, name)
     detached.append(first["MonitorPid"])
-    _until(lambda: "hello" in pyctr.ok("logs", name))
+    until(lambda: "hello" in pyctr.ok("logs", name))
     pyctr.ok("restart", "-t", "2", name)
     second = _state(pyctr, name)
     detached.append(second["MonitorPid"])
     assert second["Status"] == "running" and second["Pid"] != first["Pid"]
     assert second["StartedAt"] > first["StartedAt"]
-    assert not _alive(first["Pid"]) and _gone(first["MonitorPid"])
-    _until(lambda: pyctr.ok("logs", name).count("hello") == 2)
+    assert not alive(first["Pid"]) and _gone(first["MonitorPid"])
+    until(lambda: pyctr.ok("logs", name).count("hello") == 2)
 
 
 def test_run_d_rm_removes_itself_and_wait_still_gets_the_code(pyctr, name, detached):
     cid = pyctr.ok("run", "-d", "--rm", "--name", name, "--network", "none", "busybox",
                    "sh", "-c", "sleep 0.5; exit 4").strip()
     assert pyctr.ok("wait", cid) == "4\n"
-    _until(lambda: name not in pyctr.ok("ps", "-a"))
+    until(lambda: name not in pyctr.ok("ps", "-a"))
     assert not os.path.exists(f"{pyctr.root}/containers/{cid}")
 
 
@@ -236,7 +220,7 @@ def test_twenty_parallel_runs_lose_nothing(pyctr, detached):
     for cid in ids:
         state = _state(pyctr, cid)
         detached.append(state["MonitorPid"])
-        assert _alive(state["Pid"]) and _ppid(state["Pid"]) == state["MonitorPid"]
+        assert alive(state["Pid"]) and _ppid(state["Pid"]) == state["MonitorPid"]
     subprocess.run(pyctr.argv("rm", "-f", *ids), check=True, capture_output=True)
 
 
@@ -250,7 +234,7 @@ def test_exec_joins_every_namespace_and_the_cgroup_of_pid_1(pyctr, name, detache
     cgroup = pyctr.container(name)["HostConfig"]["CgroupPath"]
     procs_file = next(p for p in (f"/sys/fs/cgroup/pids{cgroup}/cgroup.procs",
                                   f"/sys/fs/cgroup{cgroup}/cgroup.procs") if os.path.exists(p))
-    pids = _until(lambda: [int(p) for p in Path(procs_file).read_text().split()
+    pids = until(lambda: [int(p) for p in Path(procs_file).read_text().split()
                            if int(p) != pid1] or None)
     (other,) = pids  # the exec'd process, in the container's cgroup …
     for kind in ("pid", "mnt", "uts", "ipc", "net", "cgroup"):  # … and all its namespaces
@@ -400,7 +384,7 @@ def test_attach_relays_stdin_output_and_the_exit_code(pyctr, name, detached):
     pyctr.ok("run", "-d", "-i", "--name", name, "--network", "none", "busybox", "sh", "-c",
              'echo before; while read l; do echo "got $l"; [ "$l" = quit ] && exit 9; done')
     detached.append(_state(pyctr, name)["MonitorPid"])
-    _until(lambda: pyctr.ok("logs", name) == "before\n")
+    until(lambda: pyctr.ok("logs", name) == "before\n")
     r = pyctr("attach", name, input="hello\nquit\n")
     assert (r.returncode, r.stdout) == (9, "got hello\ngot quit\n")  # from now on, not before
     assert pyctr.ok("logs", name) == "before\ngot hello\ngot quit\n"
@@ -412,7 +396,7 @@ def test_attach_forwards_ctrl_c_to_the_container(pyctr, name, detached):
     pyctr.ok("run", "-d", "--name", name, "--network", "none", "busybox", "sh", "-c",
              "trap 'echo got-int; exit 4' INT; echo ready; while true; do sleep 0.1; done")
     detached.append(_state(pyctr, name)["MonitorPid"])
-    _until(lambda: "ready" in pyctr.ok("logs", name))
+    until(lambda: "ready" in pyctr.ok("logs", name))
     proc = subprocess.Popen(pyctr.argv("attach", name), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, text=True)
     time.sleep(0.8)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Pyctr, start_daemon
+from tests.integration.conftest import Pyctr, alive, start_daemon, until
 
 pytestmark = pytest.mark.root
 
@@ -22,29 +22,11 @@ def _state(pyctr, ref):
     return pyctr.container(ref)["State"]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _until(predicate, timeout: float = 15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def test_on_failure_restarts_up_to_its_limit(pyctr, name):
     pyctr.ok("run", "-d", "--name", name, "--restart", "on-failure:2", "--network", "none",
              "busybox", "sh", "-c", "echo run; exit 3")
     try:
-        _until(lambda: pyctr.container(name).get("RestartCount") == 2
+        until(lambda: pyctr.container(name).get("RestartCount") == 2
                and _state(pyctr, name)["Status"] == "exited"
                and pyctr.ok("logs", name).count("run") == 3)
         time.sleep(1.0)  # and no third restart comes
@@ -60,8 +42,8 @@ def test_always_restarts_until_stopped_by_hand(pyctr, name):
     pyctr.ok("run", "-d", "--name", name, "--restart", "always", "--network", "none",
              "busybox", "sh", "-c", "sleep 0.3; exit 0")
     try:
-        _until(lambda: pyctr.container(name).get("RestartCount", 0) >= 2)
-        _until(lambda: _state(pyctr, name)["Status"] == "running")
+        until(lambda: pyctr.container(name).get("RestartCount", 0) >= 2)
+        until(lambda: _state(pyctr, name)["Status"] == "running")
         pyctr.ok("stop", "-t", "0", name)
         count = pyctr.container(name)["RestartCount"]
         time.sleep(1.0)
@@ -95,9 +77,9 @@ def test_kill_9_of_the_daemon_loses_nothing(pyctr_session):
     daemon_pid = int((p.run_dir / "pyctrd.pid").read_text())
     try:
         os.kill(daemon_pid, signal.SIGKILL)
-        _until(lambda: not _alive(daemon_pid))
+        until(lambda: not alive(daemon_pid))
         time.sleep(1.5)  # -quits exits, -always exits with nobody to restart it
-        assert all(_alive(s["Pid"]) and _alive(s["MonitorPid"]) for s in before.values())
+        assert all(alive(s["Pid"]) and alive(s["MonitorPid"]) for s in before.values())
         local = Pyctr(p.root, p.run_dir)
         quits = json.loads(local.ok("--no-daemon", "inspect", names[0] + "-quits"))[0]["State"]
         assert (quits["Status"], quits["ExitCode"]) == ("exited", 42)
@@ -110,13 +92,13 @@ def test_kill_9_of_the_daemon_loses_nothing(pyctr_session):
         s = _state(p, n)
         assert s["Status"] == "running" and s["Pid"] == before[n]["Pid"]
         n1 = len(p.ok("logs", n).splitlines())
-        _until(lambda n=n, n1=n1: len(p.ok("logs", n).splitlines()) > n1)
+        until(lambda n=n, n1=n1: len(p.ok("logs", n).splitlines()) > n1)
     # the new daemon honours the restart policy of what exited while it was down
-    _until(lambda: p.container(names[0] + "-always").get("RestartCount", 0) >= 1)
+    until(lambda: p.container(names[0] + "-always").get("RestartCount", 0) >= 1)
     subprocess.run(p.argv("rm", "-f", *names, names[0] + "-quits", names[0] + "-always"),
                    check=True, capture_output=True)
     for s in before.values():
-        assert not _alive(s["Pid"]) and _until(lambda s=s: not _alive(s["MonitorPid"]))
+        assert not alive(s["Pid"]) and until(lambda s=s: not alive(s["MonitorPid"]))
 
 
 def test_the_cli_starts_the_daemon_once_and_says_so(tmp_path, busybox_tar):
@@ -131,7 +113,7 @@ def test_the_cli_starts_the_daemon_once_and_says_so(tmp_path, busybox_tar):
                                 check=False)
         assert second.returncode == 0 and second.stderr == ""
         pid = int((p.run_dir / "pyctrd.pid").read_text())
-        assert _alive(pid)
+        assert alive(pid)
         with open(f"/proc/{pid}/cmdline") as f:
             assert "pyctrd" in f.read()
     finally:
@@ -139,7 +121,7 @@ def test_the_cli_starts_the_daemon_once_and_says_so(tmp_path, busybox_tar):
                            text=True, check=False)
         assert r.returncode == 0, r.stderr
     assert not (p.run_dir / "pyctrd.sock").exists()
-    assert _until(lambda: not _alive(pid))
+    assert until(lambda: not alive(pid))
 
 
 def test_a_second_daemon_for_one_run_dir_is_refused(pyctr_session):
@@ -159,7 +141,7 @@ def test_the_python_api(pyctr_client):
         res = box.exec(["sh", "-c", "hostname; echo err >&2; exit 3"])
         assert res.exit_code == 3 and res.output == "api-box\nerr\n"
         state = box.inspect()["State"]
-        assert _alive(state["Pid"])
+        assert alive(state["Pid"])
         assert box.id in {c["Id"] for c in pyctr_client.ps()}
         box.stop(timeout=0)
         assert box.status == "exited" and box.inspect()["State"]["ExitCode"] == 137
@@ -184,7 +166,7 @@ def test_the_python_api_without_the_daemon(pyctr_session):
 def test_the_pytest_fixture_yields_a_running_container(pyctr_container, pyctr_session):
     assert pyctr_container.status == "running"
     assert pyctr_container.exec(["hostname"]).output == "fixt\n"
-    _until(lambda: pyctr_container.logs() == "ready\n")
+    until(lambda: pyctr_container.logs() == "ready\n")
     assert pyctr_container.name in pyctr_session.ok("ps")
 
 
@@ -195,7 +177,7 @@ def test_a_foreground_run_through_the_daemon_is_restarted_too(pyctr, name):
               "busybox", "sh", "-c", "echo once; exit 2")
     try:
         assert (r.returncode, r.stdout) == (2, "once\n")
-        _until(lambda: pyctr.container(name).get("RestartCount") == 1
+        until(lambda: pyctr.container(name).get("RestartCount") == 1
                and _state(pyctr, name)["Status"] == "exited")
         assert pyctr.ok("logs", name) == "once\n"  # the shim's run logged; the first was ours
     finally:
@@ -207,7 +189,7 @@ def test_a_killed_container_is_not_restarted(pyctr, name):
              "busybox", "sleep", "60")
     try:
         pyctr.ok("kill", name)
-        _until(lambda: _state(pyctr, name)["Status"] == "exited")
+        until(lambda: _state(pyctr, name)["Status"] == "exited")
         time.sleep(1.0)
         rec = pyctr.container(name)
         assert (rec["State"]["Status"], rec["State"]["ExitCode"], rec["RestartCount"]) == \

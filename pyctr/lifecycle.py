@@ -85,8 +85,8 @@ class LifecycleMixin:
 
     def run_detached(self, opts: B.RunOptions) -> Container:
         """`pyctr run -d`: create, then start under a shim; returns once PID 1 runs."""
-        c = self.create(opts)
-        return self._start(c, opts)
+        c, image = self._create(opts)
+        return self._start(c, opts, image)
 
     def start(self, ref: str, *, restart: bool = False) -> Container:
         """Start a created or exited container under a shim (docker start).
@@ -105,13 +105,13 @@ class LifecycleMixin:
         c.save()  # a crash from here on is cleaned up by the next reconcile
         return self._start(c, B.options_from_record(c.record["RunOptions"]))
 
-    def _start(self, c: Container, opts: B.RunOptions) -> Container:
+    def _start(self, c: Container, opts: B.RunOptions, image=None) -> Container:
         from pyctr import shim
         from pyctr.limits import claim_parent, release_parent
 
         claim_parent(self.root, opts.cgroup_parent)
         try:
-            spec = self._prepare(c, opts)
+            spec = self._prepare(c, opts, image)
         except BaseException as exc:
             err = exc if isinstance(exc, PyctrError) else None
             self._finish(c, exit_code=err.exit_code if err else 125,

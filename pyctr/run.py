@@ -51,8 +51,8 @@ class RunMixin:
 
     def run(self, opts: B.RunOptions) -> RunResult:
         """Run a container in the foreground; its exit status is docker's."""
-        c = self.create(opts)
-        return self._run_foreground(c, opts)
+        c, image = self._create(opts)
+        return self._run_foreground(c, opts, image)
 
     def create(self, opts: B.RunOptions, *, monitor: bool = True) -> Container:
         """Validate every flag, then reserve the name and write the record (docker create).
@@ -63,6 +63,10 @@ class RunMixin:
         (`pyctr create`), so a crash-recovery pass must not take it for an
         abandoned one.
         """
+        return self._create(opts, monitor=monitor)[0]
+
+    def _create(self, opts: B.RunOptions, *, monitor: bool = True):
+        """create, and the image it resolved (the foreground path mounts it next)."""
         from pyctr import network
         from pyctr.limits import cgroup_path, claim_parent, resources_from_flags
 
@@ -120,16 +124,16 @@ class RunMixin:
             os.uname().nodename if opts.net.mode == "host" else c.id[:12])
         c.save()
         self._event("create", c)
-        return c
+        return c, image
 
-    def _prepare(self, c: Container, opts: B.RunOptions) -> dict:
+    def _prepare(self, c: Container, opts: B.RunOptions, image=None) -> dict:
         """What a start needs before the runtime: rootfs, network, config.json; the spec.
 
         On failure what was made is released again (the caller records the error).
         """
         from pyctr import network
 
-        image = self.images.resolve(c.record["ImageID"])
+        image = image or self.images.resolve(c.record["ImageID"])
         cfg = image.config or {}
         args = B.with_init([c.record["Path"], *c.record["Args"]], opts)
         cwd = c.record["Config"]["WorkingDir"]
@@ -156,11 +160,11 @@ class RunMixin:
         network.teardown(self, c)
         self._unmount_rootfs(c)
 
-    def _run_foreground(self, c: Container, opts: B.RunOptions) -> RunResult:
+    def _run_foreground(self, c: Container, opts: B.RunOptions, image=None) -> RunResult:
         from pyctr.limits import release_parent
 
         try:
-            spec = self._prepare(c, opts)
+            spec = self._prepare(c, opts, image)
             return self._run_created(c, opts, spec)
         except BaseException as exc:
             if isinstance(exc, PyctrError):

@@ -30,9 +30,13 @@ def start(engine, attach, interactive, containers) -> int:
     return fmt.each(containers, engine.start)
 
 
+_stop_time = click.option(
+    "-t", "--time", "timeout", type=click.IntRange(min=0), default=None,
+    help="Seconds to wait for the stop signal to work before SIGKILL (default 10).")
+
+
 @click.command()
-@click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=None,
-              help="Seconds to wait for the stop signal to work before SIGKILL (default 10).")
+@_stop_time
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
 def stop(engine, timeout, containers) -> int:
@@ -42,8 +46,7 @@ def stop(engine, timeout, containers) -> int:
 
 
 @click.command()
-@click.option("-t", "--time", "timeout", type=click.IntRange(min=0), default=None,
-              help="Seconds to wait for the stop before SIGKILL (default 10).")
+@_stop_time
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
 def restart(engine, timeout, containers) -> int:

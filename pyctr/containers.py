@@ -97,11 +97,12 @@ class ContainerStore:
         return locked(self.dir / ".lock")
 
     def create(self, *, name: str | None, image: str, image_id: str, record: dict,
-               monitor: bool = True) -> Container:
+               monitor: bool = True, complete=None) -> Container:
         """Reserve a unique name and id and write the first record, under the store lock.
 
         ``monitor``: the calling process watches the container from now on
         (pyctr run); without, the record waits for a start (pyctr create).
+        ``complete(record, id)`` adds what depends on the id before the first write.
         """
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self._lock():
@@ -129,6 +130,8 @@ class ContainerStore:
                               "MonitorPid": me,
                               "MonitorStartTime": pid_start_time(me) if me else None}}
             full.update(record)
+            if complete is not None:
+                complete(full, cid)
             c = Container(cdir, full)
             c.save()
             return c

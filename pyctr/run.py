@@ -93,6 +93,13 @@ class RunMixin:
         cwd = B.effective_workdir(cfg, opts)
         network.check(opts.net, self, cfg)
         claim_parent(self.root, opts.cgroup_parent)
+
+        def complete(record: dict, cid: str) -> None:  # what needs the id, in the first write
+            record["HostConfig"]["CgroupPath"] = cgroup_path(opts.cgroup_parent, cid)
+            record["HostConfig"]["Resources"] = resources.to_oci()
+            record["Config"]["Hostname"] = opts.hostname or (
+                os.uname().nodename if opts.net.mode == "host" else cid[:12])
+
         try:
             c = self.containers.create(
                 name=opts.name, image=opts.image, image_id=image.id,
@@ -113,16 +120,11 @@ class RunMixin:
                                        **docker_limits(resources)},
                         "RunOptions": B.options_to_record(opts, env=env),
                         "RestartCount": 0},
-                monitor=monitor)
+                monitor=monitor, complete=complete)
         except BaseException:
             from pyctr.limits import release_parent
             release_parent(self.root, opts.cgroup_parent)
             raise
-        c.record["HostConfig"]["CgroupPath"] = cgroup_path(opts.cgroup_parent, c.id)
-        c.record["HostConfig"]["Resources"] = resources.to_oci()
-        c.record["Config"]["Hostname"] = opts.hostname or (
-            os.uname().nodename if opts.net.mode == "host" else c.id[:12])
-        c.save()
         self._event("create", c)
         return c, image
 

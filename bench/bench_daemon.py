@@ -13,7 +13,9 @@ In one run, on a root of its own with its own pyctrd:
      process of its own behind: its figure is the container alone);
   2. `pyctr exec NAME true` (through pyctrd, and --no-daemon) beside `runc exec`;
   3. `pyctr run --rm busybox true` through pyctrd, and --no-daemon, beside `runc run`;
-  4. podman (conmon) for each, when it runs here (it is reported otherwise).
+  4. podman (conmon watches each container) for each: `podman run -d` N times
+     with conmon's PSS, `podman exec`, `podman run --rm` (bench/podman.py says
+     how it is made to run here; when it cannot, the reason is reported).
 Medians; the machine is noisy.
 """
 
@@ -43,6 +45,7 @@ from bench_run import (
     stop_pyctrd,
     with_cgroup,
 )
+from podman import Podman
 
 
 def mem_available() -> int:
@@ -87,9 +90,9 @@ def run_detached(argv) -> subprocess.CompletedProcess:
     return r
 
 
-def timed(argv) -> tuple[float, subprocess.CompletedProcess]:
+def timed(argv, env=None) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.perf_counter()
-    r = run(argv)
+    r = run(argv, env=env)
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
@@ -114,6 +117,7 @@ def main() -> int:
     parents_before = pyctr_parents()
     out: dict = {}
     daemon = None
+    podman = None
     runc_ids: list[str] = []
     runc_root = base / "runc-state"
     p = [PYCTR, "--root", str(base / "root"), "--run-dir", str(base / "run")]
@@ -124,6 +128,10 @@ def main() -> int:
         daemon = start_pyctrd(base / "root", base / "run")
         run(p + ["import", str(tar), "busybox"]).check_returncode()
         bundle = runc_bundle(base, rootfs)
+        podman = Podman(base) if Podman.available() else None
+        if podman is not None and not podman.setup(tar):
+            out["podman"] = {"runnable": False, "error": podman.error}
+            podman = None
 
         # 1. N detached containers
         settle()
@@ -166,16 +174,22 @@ def main() -> int:
             if r.returncode == 0:
                 runc_ids.append("exec-target")
                 lat["runc exec"] = []
+        if podman is not None:
+            r = podman("run", "-d", "--name", "exec-target", *podman.run_args(),
+                       "localhost/pyctr-bench-busybox", "sleep", "600")
+            if r.returncode == 0:
+                lat["podman exec"] = []
         for _ in range(args.rounds + 1):
             for name in list(lat):
-                if name == "runc exec":
+                if name == "podman exec":
+                    argv = podman.cmd("exec", "exec-target", "true")
+                elif name == "runc exec":
                     argv = ["runc", "--root", str(runc_root), "exec", "exec-target", "true"]
                 elif name == "pyctr exec":
                     argv = p + ["exec", "b0", "true"]
                 else:
                     argv = p + ["--no-daemon", "exec", "b0", "true"]
-                dt, r = timed(argv)
-                r.check_returncode()
+                dt, r = timed(argv, podman.env if name.startswith("podman") else None)
                 lat[name].append(dt)
         out["exec_ms"] = {k: statistics.median(v[1:]) * 1e3 for k, v in lat.items()}
 
@@ -209,28 +223,52 @@ def main() -> int:
         times: dict[str, list[float]] = {k: [] for k in cases}
         if runc_ok:
             times["runc run"] = []
+        if podman is not None:
+            times["podman run --rm"] = []
+            podman("rm", "-f", "-t", "0", "exec-target")
         cfg = json.loads((bundle / "config.json").read_text())
         cfg["process"]["args"] = ["true"]
         (bundle / "config.json").write_text(json.dumps(cfg))
         for i in range(args.rounds + 1):
             for name, samples in times.items():
-                if name == "runc run":
+                if name == "podman run --rm":
+                    argv = podman.cmd("run", "--rm", *podman.run_args(),
+                                      "localhost/pyctr-bench-busybox", "true")
+                elif name == "runc run":
                     with_cgroup(bundle, f"/pyctr-bench/r{i}")
                     argv = ["runc", "--root", str(runc_root), "run", "--bundle", str(bundle),
                             f"r{i}"]
                 else:
                     argv = cases[name]
-                dt, r = timed(argv)
-                r.check_returncode()
+                dt, r = timed(argv, podman.env if name.startswith("podman") else None)
                 samples.append(dt)
         out["run_rm_ms"] = {k: statistics.median(v[1:]) * 1e3 for k, v in times.items()}
+        if "podman run --rm" in out["run_rm_ms"]:
+            out["run_rm_vs_podman"] = out["run_rm_ms"]["pyctr run --rm"] \
+                / out["run_rm_ms"]["podman run --rm"]
+        if "podman exec" in out["exec_ms"]:
+            out["exec_vs_podman"] = out["exec_ms"]["pyctr exec"] / out["exec_ms"]["podman exec"]
 
-        # 4. podman, when it works here
-        if shutil.which("podman"):
-            r = run(["podman", "run", "--rm", "--network", "none", "--rootfs", str(rootfs),
-                     "true"], timeout=60)
-            out["podman"] = {"runnable": r.returncode == 0,
-                             "error": (r.stderr.strip().splitlines() or [""])[-1][:200]}
+        # 1c. podman run -d, N times: conmon watches each
+        if podman is not None:
+            for cid in runc_ids:
+                run(["runc", "--root", str(runc_root), "delete", "-f", cid])
+            runc_ids.clear()
+            settle()
+            avail0 = mem_available()
+            t0 = time.perf_counter()
+            for i in range(args.n):
+                dt, r = timed(podman.cmd("run", "-d", "--name", f"p{i}", *podman.run_args(),
+                                         "localhost/pyctr-bench-busybox", "sleep", "600"),
+                              podman.env)
+            total = time.perf_counter() - t0
+            settle()
+            avail1 = mem_available()
+            conmons = [pss(podman.conmon_pid(f"p{i}")) for i in range(args.n)]
+            out["podman_run_d"] = {
+                "n": args.n, "total_s": total, "per_container_ms": total / args.n * 1e3,
+                "conmon_pss_median_kib": statistics.median(conmons) / 1024,
+                "memavailable_drop_per_container_kib": (avail0 - avail1) / args.n / 1024}
     finally:
         if daemon is not None:
             ids = run(p + ["ps", "-aq", "--no-trunc"]).stdout.split()
@@ -240,6 +278,8 @@ def main() -> int:
             run(["runc", "--root", str(runc_root), "delete", "-f", cid])
         if daemon is not None:
             stop_pyctrd(daemon)
+        if podman is not None:
+            podman.cleanup()
         try:
             remove_bench_cgroups()
             remove_new_pyctr_parents(parents_before)

@@ -258,19 +258,79 @@ def _monitor(engine, cid: str, report: int | None) -> int:
         _report(report, {"error": msg["error"]})
         return code
     _report(report, {"pid": pid})
-    if console is not None:
-        streams[console] = "stdout"
     if fifo is not None and opts.tty:
         os.set_blocking(fifo, False)
-        streams[fifo] = "stdin"  # what attach types goes to the pty
     elif fifo is not None:
         os.close(fifo)  # the container holds it now
+        fifo = None
+    binary = shim_binary()
+    if binary is not None:  # the rest of the container's life, in C: the same loop
+        _exec_binary(binary, engine, c, pid, streams, console, fifo, log)
+    if console is not None:
+        streams[console] = "stdout"
+    if fifo is not None:
+        streams[fifo] = "stdin"  # what attach types goes to the pty
     code = _relay(pid, streams, log)
-    try:
-        os.unlink(stdin_path(c))
-    except FileNotFoundError:
-        pass
     _end(engine, c, opts, exit_code=code, log=log)
+    return 0
+
+
+def shim_binary() -> str | None:
+    """The compiled monitor loop (pyctr/shim.c), or None: the loop then runs in Python.
+
+    ``PYCTR_SHIM`` names it (``python``: never use it); otherwise it is
+    ``pyctr-shim`` beside this interpreter (scripts/setup.sh builds it into
+    the venv's bin).
+    """
+    path = os.environ.get("PYCTR_SHIM")
+    if path == "python":
+        return None
+    if not path:
+        import sys
+
+        path = os.path.join(os.path.dirname(sys.executable), "pyctr-shim")
+    return path if os.access(path, os.X_OK) else None
+
+
+def _exec_binary(binary: str, engine, c: Container, pid: int, streams: dict[int, str],
+                 console: int | None, fifo: int | None, log: LogWriter) -> None:
+    """Become pyctr-shim (the same pid, children and fds; none of Python's memory).
+
+    It relays the output to the log until PID 1 exits, reaps it, and then
+    execs the finisher (``finish`` below) with the exit code: Python again,
+    for the short time it takes to record the exit and release the container.
+    """
+    import sys
+
+    args = [binary, "--id", c.id, "--pid", str(pid), "--log-fd", str(log.fd)]
+    named = {name: fd for fd, name in streams.items()}
+    for flag, fd in (("--stdout", named.get("stdout")), ("--stderr", named.get("stderr")),
+                     ("--console", console), ("--stdin", fifo)):
+        if fd is not None:
+            args += [flag, str(fd)]
+    for fd in (log.fd, *streams, console, fifo):
+        if fd is not None:
+            os.set_inheritable(fd, True)
+    args += ["--", sys.executable, "-P", "-c",
+             "import sys; from pyctr.shim import finish; sys.exit(finish(sys.argv[1:]))",
+             str(engine.root), str(engine.run_dir), c.id]
+    try:
+        os.execv(binary, args)
+    except OSError:
+        for fd in (log.fd, *streams, console, fifo):
+            if fd is not None:
+                os.set_inheritable(fd, False)  # and the loop runs here, in Python
+
+
+def finish(argv: list[str]) -> int:
+    """pyctr-shim's last step, PID 1 reaped: ROOT RUN_DIR ID EXIT_CODE."""
+    from pyctr import bundle as B
+    from pyctr.engine import Engine
+
+    root, run_dir, cid, code = argv
+    engine = Engine(root, run_dir)
+    c = engine.containers.by_id(cid)
+    _end(engine, c, B.options_from_record(c.record["RunOptions"]), exit_code=int(code))
     return 0
 
 
@@ -370,15 +430,20 @@ def _relay(pid: int, streams: dict[int, str], log: LogWriter) -> int:
         os.close(pidfd)
 
 
-def _end(engine, c: Container, opts, *, exit_code: int, log: LogWriter,
+def _end(engine, c: Container, opts, *, exit_code: int, log: LogWriter | None = None,
          error: str = "") -> None:
     """Record the exit and release what the container held (the monitor's last duty)."""
     from pyctr.limits import release_parent
     from pyctr.runtime import container as rt
 
+    if log is not None:
+        try:
+            log.close()
+        except OSError:
+            pass
     try:
-        log.close()
-    except OSError:
+        os.unlink(stdin_path(c))
+    except FileNotFoundError:
         pass
     oom = engine._oom_killed(c)  # before delete: the runtime removes the cgroup
     if oom and not error:

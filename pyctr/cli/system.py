@@ -26,7 +26,8 @@ def info(engine, format_) -> None:
             "Containers": len(containers), "ContainersRunning": statuses.count("running"),
             "ContainersPaused": statuses.count("paused"),
             "ContainersStopped": statuses.count("exited") + statuses.count("created"),
-            "Images": len(engine.images.list()), **daemon_facts(engine.run_dir), **cg}
+            "Images": len(engine.images.list()), **daemon_facts(engine.run_dir),
+            "Shim": _shim_fact(), **cg}
     if format_ == "json":
         click.echo(json.dumps(data, indent=2))
         return
@@ -43,6 +44,19 @@ def daemon_facts(run_dir) -> dict:
         return {"Daemon": "not running (commands work in the CLI's process)"}
     return {"Daemon": f"pyctrd running, pid {pid}", "DaemonSocket": str(socket_path(run_dir)),
             "DaemonLog": str(run_dir / LOG_NAME)}
+
+
+def _shim_fact() -> str:
+    import os
+
+    from pyctr.shim import shim_binary
+
+    path = shim_binary()
+    if os.environ.get("PYCTR_SHIM") == "python":
+        return "python (PYCTR_SHIM=python)"
+    if path is None:
+        return "python (pyctr-shim not built: scripts/setup.sh compiles pyctr/shim.c)"
+    return f"{path} (pyctr/shim.c)"
 
 
 def _os_name() -> str:

@@ -133,6 +133,22 @@ def test_a_second_daemon_for_one_run_dir_is_refused(pyctr_session):
     assert "pyctrd is already running for" in r.stderr
 
 
+def test_info_and_version_show_the_daemon_the_shim_and_the_host(pyctr_session):
+    p = pyctr_session
+    pid = int((p.run_dir / "pyctrd.pid").read_text())
+    facts = json.loads(p.ok("info", "--format", "json"))
+    assert facts["Daemon"] == f"pyctrd running, pid {pid}"
+    assert facts["DaemonSocket"] == str(p.run_dir / "pyctrd.sock")
+    assert facts["KernelVersion"] == os.uname().release
+    assert facts["NCPU"] == os.cpu_count() and facts["PyctrRootDir"] == str(p.root)
+    assert facts["Shim"] == f"{Path(sys.executable).parent / 'pyctr-shim'} (pyctr/shim.c)"
+    forced = p.ok("--no-daemon", "info", env={**os.environ, "PYCTR_SHIM": "python"})
+    assert "Shim: python (PYCTR_SHIM=python)" in forced.splitlines()
+    version = p.ok("version").splitlines()
+    assert version[0].startswith("Client: pyctr ")
+    assert version[1].startswith("Server: pyctrd ") and str(p.run_dir) in version[1]
+
+
 def test_the_python_api(pyctr_client):
     box = pyctr_client.run("busybox", ["sleep", "60"], detach=True, network="none",
                            hostname="api-box")

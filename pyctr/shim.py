@@ -313,7 +313,7 @@ def _exec_binary(binary: str, engine, c: Container, pid: int, streams: dict[int,
             os.set_inheritable(fd, True)
     args += ["--", sys.executable, "-P", "-c",
              "import sys; from pyctr.shim import finish; sys.exit(finish(sys.argv[1:]))",
-             str(engine.root), str(engine.run_dir), c.id]
+             os.path.abspath(engine.root), os.path.abspath(engine.run_dir), c.id]
     try:
         os.execv(binary, args)
     except OSError:

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -115,30 +116,48 @@ class _RootfsTar:
         self.raw.close()
 
 
-def _ingest(store: ImageStore, layer_srcs: list[LayerSource],
-            diff_ids: list[str | None]) -> list[layers.LayerInfo]:
-    """Ingest layers in threads (joined before returning: the caller may fork)."""
+def _ingest(store: ImageStore, layer_srcs: list[LayerSource], diff_ids: list[str | None],
+            workers: int | None = None, cancel: threading.Event | None = None,
+            ) -> list[layers.LayerInfo]:
+    """Ingest layers in threads (joined before returning: the caller may fork).
+
+    ``cancel`` (pull) is set when a layer fails or the caller is interrupted
+    (Ctrl-C): the other downloads stop at their next read instead of
+    finishing for nothing; each cleans up its temp files.
+    """
     unique: dict[str, tuple[LayerSource, str | None]] = {}
     for src, diff_id in zip(layer_srcs, diff_ids):
         unique.setdefault(src.key, (src, diff_id))
     results: dict[str, layers.LayerInfo] = {}
     errors: list[BaseException] = []
-    workers = max(1, min(len(unique), os.cpu_count() or 1, 8))
+    workers = max(1, min(len(unique), workers or min(os.cpu_count() or 1, 8)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
         futures = {key: pool.submit(layers.ingest_layer, store.dirs, src, diff_id, key)
                    for key, (src, diff_id) in unique.items()}
-        for key, fut in futures.items():
-            try:
-                results[key] = fut.result()
-            except Exception as exc:  # noqa: BLE001 - wait for all, then report the first
-                errors.append(exc)
+        try:
+            for key, fut in futures.items():
+                try:
+                    results[key] = fut.result()
+                except Exception as exc:  # noqa: BLE001 - wait for all, then report the first
+                    errors.append(exc)
+                    if cancel is not None:
+                        cancel.set()
+        except BaseException:  # Ctrl-C: stop the others before the pool waits for them
+            if cancel is not None:
+                cancel.set()
+            for fut in futures.values():
+                fut.cancel()
+            raise
     if errors:
+        # the first real failure, not a worker that stopped because of it
+        errors.sort(key=lambda e: type(e).__name__ == "Cancelled")
         raise errors[0]
     return [results[src.key] for src in layer_srcs]
 
 
 def _commit(store: ImageStore, src: ImageSource,
-            done: list[layers.LayerInfo] | None = None) -> Image:
+            done: list[layers.LayerInfo] | None = None, *, workers: int | None = None,
+            cancel: threading.Event | None = None) -> Image:
     """Layers, config and manifest blobs, then the names (called under the layer lock)."""
     cfg = json.loads(src.config)
     diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
@@ -146,7 +165,7 @@ def _commit(store: ImageStore, src: ImageSource,
         if len(diff_ids) != len(src.layers):
             raise ImageError(f"image config lists {len(diff_ids)} diff_ids for "
                              f"{len(src.layers)} layers", hint="the image is malformed")
-        done = _ingest(store, src.layers, diff_ids)
+        done = _ingest(store, src.layers, diff_ids, workers, cancel)
     config_digest = layers.write_blob(store.dirs, src.config, src.config_digest or None, "config")
     manifest = src.manifest
     if manifest is None:

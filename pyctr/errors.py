@@ -112,6 +112,12 @@ class ImageError(PyctrError):
     """A malformed or unsafe image: bad digest, layer breakout, unknown media type."""
 
 
+class RegistryError(PyctrError):
+    """A registry refused, failed or could not be reached (pull, push, login)."""
+
+    exit_code = 1  # as the docker CLI exits when its daemon reports a registry's error
+
+
 class ContainerInitError(PyctrError):
     """A step of a container's init pipeline failed (reported over the sync socket)."""
 
@@ -121,7 +127,7 @@ class ExecError(PyctrError):
 
 
 _KINDS = {k.__name__: k for k in (PyctrError, UserError, NotFound, Conflict, ImageError,
-                                  ContainerInitError, ExecError)}
+                                  RegistryError, ContainerInitError, ExecError)}
 
 
 def from_oserror(exc: OSError, *, step: str | None = None, syscall: str | None = None,

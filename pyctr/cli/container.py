@@ -46,14 +46,20 @@ def container_options(f):
     @limit_options
     @click.option("--cgroup-parent", metavar="PATH",
                   help="Parent cgroup of the container's cgroup (default pyctr).")
+    @click.option("--pull", "pull_policy", type=click.Choice(["missing", "always", "never"]),
+                  default="missing", show_default=True,
+                  help="Pull the image from its registry: when it is not here, always, never.")
+    @click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+                  help="The platform to pull for a multi-platform image.")
     @click.argument("image")
     @click.argument("command", nargs=-1, type=click.UNPROCESSED)
     @click.pass_obj
     @functools.wraps(f)
     def wrapper(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint,
                 interactive, tty, restart, init, read_only, volume, tmpfs, network, network_alias, ip,
-                publish, publish_all, cgroup_parent, image, command, **rest):
+                publish, publish_all, cgroup_parent, pull_policy, platform, image, command, **rest):
         limits = {k: rest.pop(k) for k in list(rest) if k in LIMIT_PARAMS}
+        _ensure_image(engine, image, pull_policy, platform)
         opts = RunOptions(image=image, command=list(command), name=name, rm=rm, env=list(env),
                           env_files=list(env_file), workdir=workdir, user=user,
                           hostname=hostname, entrypoint=entrypoint, interactive=interactive,
@@ -64,6 +70,40 @@ def container_options(f):
                                          publish=list(publish), publish_all=publish_all))
         return f(engine, opts, **rest)
     return wrapper
+
+
+def _ensure_image(engine, image: str, policy: str, platform: str | None) -> None:
+    """docker's --pull: the image from its registry when it is missing (or always)."""
+    import sys
+
+    from pyctr.errors import NotFound, PyctrError
+
+    if policy == "always":
+        from pyctr.cli.registry import pull_image
+
+        pull_image(engine, image, platform=platform, out=sys.stderr)
+        return
+    try:
+        engine.images.resolve(image)
+        return
+    except NotFound as missing:
+        if policy == "never":
+            raise NotFound(f"{missing.message} (and --pull never)",
+                           hint="pyctr pull it first, or drop --pull never") from None
+        local = missing
+    from pyctr.cli.registry import pull_image
+    from pyctr.images.reference import parse_reference
+
+    try:
+        shown = parse_reference(image).familiar()
+    except PyctrError:
+        raise local from None  # not a name a registry could have (an id prefix, say)
+    click.echo(f"Unable to find image '{shown}' locally", err=True)
+    try:
+        pull_image(engine, image, platform=platform, out=sys.stderr)
+    except PyctrError as exc:
+        raise NotFound(f"{local.message}, and pulling it failed: {exc.message}",
+                       hint=exc.hint if "login" in (exc.hint or "") else local.hint) from None
 
 
 _PLAIN = {"allow_interspersed_args": False, "help_option_names": ["--help"]}

@@ -25,6 +25,8 @@ VERBS = {
     "wait": "lifecycle", "logs": "lifecycle", "exec": "lifecycle", "attach": "lifecycle",
     "events": "lifecycle",
     "images": "image", "load": "image", "import": "image", "tag": "image", "rmi": "image",
+    "pull": "registry", "push": "registry", "login": "registry", "logout": "registry",
+    "save": "registry",
     "update": "limits", "stats": "limits",
     "network": "network",
     "info": "system", "system": "system",

@@ -152,6 +152,21 @@ def _copy_blob(dirs: StoreDirs, src: LayerSource, diff_id: str, label: str) -> L
     return LayerInfo(digest, packed.size, MEDIA_TYPES[kind], diff_id)
 
 
+def _blame_the_digest(packed: HashingReader, digest: str | None, label: str) -> None:
+    """A layer that does not decompress or unpack: if its bytes are not the ones the
+    manifest names either, say that (the cause) rather than the decoder's complaint."""
+    if digest is None:
+        return
+    try:
+        packed.drain()
+    except Exception:  # noqa: BLE001 - the stream itself failed: the first error stands
+        return
+    if packed.digest != digest:
+        raise ImageError(f"digest mismatch for layer {digest}: expected {digest}, "
+                         f"got {packed.digest}",
+                         hint="the blob is not what the manifest names; fetch it again")
+
+
 def _syncfs(path: Path) -> None:
     """One syncfs for a whole unpacked layer: an fsync per file costs more than the unpack."""
     import ctypes  # lazy: only layer writes need it
@@ -186,10 +201,14 @@ def ingest_layer(dirs: StoreDirs, src: LayerSource, diff_id: str | None,
     try:
         with src.open() as raw:
             packed = HashingReader(raw, w)  # type: ignore[arg-type]
-            kind, plain_stream = open_layer(packed, src.digest or label)  # type: ignore[arg-type]
-            plain = HashingReader(plain_stream)
-            unpacked = unpack_layer(plain, tmpdir / "diff", layer=src.digest or label)  # type: ignore[arg-type]
-            plain.drain()
+            try:
+                kind, plain_stream = open_layer(packed, src.digest or label)  # type: ignore[arg-type]
+                plain = HashingReader(plain_stream)
+                unpacked = unpack_layer(plain, tmpdir / "diff", layer=src.digest or label)  # type: ignore[arg-type]
+                plain.drain()
+            except ImageError:
+                _blame_the_digest(packed, src.digest, label)
+                raise
             packed.drain()
         digest = _check(w, dirs, src, packed, plain, diff_id, f"layer {src.digest or label}")
         diff_id = plain.digest

@@ -75,6 +75,11 @@ class Platform:
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
+    def effective(self) -> Platform:
+        """With the variant an architecture means when none is given (arm64: v8)."""
+        return Platform(self.os, self.architecture,
+                        self.variant or _DEFAULT_VARIANT.get(self.architecture))
+
     def matches(self, plat: dict) -> bool:
         if plat.get("os") != self.os or plat.get("architecture") != self.architecture:
             return False
@@ -109,7 +114,8 @@ def select(index: dict, want: Platform, where: str) -> dict:
                                   plat.get("variant"))))
         if want.matches(plat):
             return desc
-    raise NotFound(f"no image for {want} in {where} (it has: {', '.join(found) or 'none'})",
+    raise NotFound(f"no image for {want.effective()} in {where} "
+                   f"(it has: {', '.join(found) or 'none'})",
                    hint="pick one of those with --platform", exit_code=1)
 
 

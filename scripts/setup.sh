@@ -24,11 +24,13 @@ command -v apt-get >/dev/null || fail "needs a Debian or Ubuntu host (apt-get no
 # nftables (networks: masquerade in pyctr's own table), util-linux (nsenter,
 # for the network tests), tini/catatonit (--init later).
 # Test and benchmark needs: umoci, skopeo, runc, crun, zstd, attr, hyperfine;
+# docker-registry (the CNCF distribution registry the registry tests start on
+# 127.0.0.1; its own service is not enabled) and apache2-utils (htpasswd);
 # qemu and a Debian kernel (installed, never booted by the host) for the
 # pure cgroup v2 guest of scripts/vm-test.
 PKGS="python3 python3-venv python3-dev gcc libcap-dev libseccomp2 busybox-static iproute2
       nftables util-linux tini catatonit umoci skopeo runc crun zstd attr hyperfine tar gzip
-      qemu-system-x86 linux-image-amd64"
+      docker-registry apache2-utils qemu-system-x86 linux-image-amd64"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -39,6 +41,12 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $missing >>"$LOG" 2>&1 \
         || fail "apt-get install failed for:$missing"
+    # the tests start their own registries: the package's service (port 5000) stays off
+    case " $missing " in *" docker-registry "*)
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now docker-registry >>"$LOG" 2>&1 || true
+        fi ;;
+    esac
 fi
 
 # pyctr in its own venv (PEP 668 forbids pip outside one on Debian/Ubuntu),

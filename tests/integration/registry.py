@@ -911,7 +911,7 @@ class ProxyRequest(NamedTuple):
 
 @dataclass
 class _Rule:
-    kind: str                   # fail | cut | corrupt
+    kind: str                   # fail | cut | corrupt | redirect
     pattern: re.Pattern[str]
     times: int
     method: str | None = None
@@ -954,6 +954,7 @@ class FaultProxy:
     """
 
     def __init__(self, upstream: RegistryServer | str) -> None:
+        self.registry = upstream if isinstance(upstream, RegistryServer) else None
         self.upstream = upstream.host if isinstance(upstream, RegistryServer) else upstream
         uhost, _, uport = self.upstream.rpartition(":")
         self._upstream_addr = (uhost, int(uport))
@@ -995,6 +996,17 @@ class FaultProxy:
     def corrupt(self, path_regex: str, times: int = 1, *, method: str | None = None) -> None:
         """Flip a byte in the next ``times`` matching response bodies."""
         self._add(_Rule("corrupt", re.compile(path_regex), times, method))
+
+    def redirect(self, path_regex: str, times: int = 1) -> None:
+        """Answer the next ``times`` matching blob GETs with ``307`` to a "storage" URL, as
+        registries backed by S3 or GCS do: ``http://localhost:PORT/_storage/<digest>?…``.
+
+        The storage is this proxy again, under another host name (``localhost``,
+        not ``127.0.0.1``), so a client must treat it as another host: it must
+        not send the registry's Authorization there.  It serves the blob from the
+        registry's storage directory (needs a RegistryServer upstream).
+        """
+        self._add(_Rule("redirect", re.compile(path_regex), times, "GET"))
 
     def throttle(self, bytes_per_second: float | None) -> None:
         """Forward bodies at about this rate (None or 0: full speed)."""
@@ -1135,6 +1147,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.send_response_only(100)
             self.end_headers()
         try:
+            if path.startswith("/_storage/"):
+                self._storage(proxy, path)
+                return
+            rule = proxy._take("redirect", method, path)
+            if rule is not None:
+                digest = path.rsplit("/", 1)[-1]
+                self.send_response(307)
+                self.send_header("Location", f"http://localhost:{proxy.port}/_storage/"
+                                             f"{digest}?X-Amz-Signature=pyctr-test")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             rule = proxy._take("fail", method, path)
             if rule is not None:
                 for _ in self._client_body():
@@ -1144,6 +1168,23 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._forward(proxy, method, path)
         except (_Abort, OSError):  # cut on purpose, or the client/registry went away
             self.close_connection = True
+
+    def _storage(self, proxy: FaultProxy, path: str) -> None:
+        """The blob store a ``redirect`` sent the client to (no auth: the URL is signed)."""
+        digest = urllib.parse.urlsplit(path).path.rsplit("/", 1)[-1]
+        blob = proxy.registry.blob_path(digest) if proxy.registry is not None else None
+        if blob is None or not blob.is_file():
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = blob.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def _fault_response(self, rule: _Rule) -> None:
         codes = {401: "UNAUTHORIZED", 404: "NOT_FOUND", 429: "TOOMANYREQUESTS",

@@ -347,3 +347,73 @@ def test_bad_input_is_a_clear_error(fresh):
     assert r.returncode == 125 and "--password-stdin" in r.stderr
     for r in (fresh("pull", "Bad//Name"), fresh("push", "127.0.0.1:1/not/here:1")):
         assert "Traceback" not in r.stderr
+
+
+def test_blobs_redirected_to_storage_get_no_credentials(fresh, token_registry, tmp_path):
+    """A registry backed by S3 answers a blob GET with 307 to a signed URL on another host:
+    the client follows it, and does not hand that host the registry's token."""
+    env = _env(tmp_path)
+    proxy = FaultProxy(token_registry)
+    try:
+        fresh.ok("login", "-u", "alice", "--password-stdin", proxy.host, input="wonderland",
+                 env=env)
+        proxy.redirect(r"/blobs/sha256:", times=10)
+        r = fresh("pull", proxy.ref("private/three", "1"), env=env)
+        assert r.returncode == 0, r.stderr
+        storage = [q for q in proxy.requests if q.path.startswith("/_storage/")]
+        asked = [q for q in proxy.requests if "/blobs/sha256:" in q.path and q.method == "GET"]
+        assert len(storage) >= 3 and len(asked) >= 3
+        assert all(q.headers.get("Authorization", "").startswith("Bearer ") for q in asked)
+        assert not any("Authorization" in q.headers for q in storage)
+    finally:
+        proxy.stop()
+    assert fresh.ok("run", "--rm", "--network", "none", proxy.ref("private/three", "1"),
+                    "cat", "/marker") == "three"
+
+
+def test_ctrl_c_stops_a_pull_and_leaves_the_store_consistent(fresh, registry):
+    proxy = FaultProxy(registry)
+    try:
+        proxy.throttle(200_000)
+        proc = subprocess.Popen(fresh.argv("pull", proxy.ref("lib/three", "1")),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        tmp = fresh.root / "images" / "tmp"
+        until(lambda: tmp.is_dir() and any(n.startswith("layer-") for n in os.listdir(tmp)))
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert time.monotonic() - t0 < 5  # the downloads stopped; they did not run to the end
+        assert "Traceback" not in err
+    finally:
+        proxy.stop()
+    assert fresh.ok("images", "-q") == ""
+    assert _store_tmp(fresh) == []  # each layer cleaned up after itself
+
+
+def test_progress_bars_on_a_terminal(fresh, registry):
+    """On a terminal each layer gets a bar with its size and speed (rich); -q prints
+    the name only."""
+    import pty
+
+    ref = registry.ref("lib/three", "1")
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.environ["COLUMNS"] = "120"
+        os.execv(fresh.argv("pull", ref)[0], fresh.argv("pull", ref))
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    out = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert "━" in out and "MB" in out  # a bar with sizes
+    assert "Pull complete" in out and f"Status: Downloaded newer image for {ref}" in out
+    assert fresh.ok("pull", "-q", ref) == f"{ref}\n"

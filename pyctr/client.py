@@ -30,7 +30,7 @@ from pyctr.errors import PyctrError
 
 # the Engine methods a client may call; each takes and returns JSON-able values
 CALLS = ("run_options", "start", "stop", "kill", "wait", "restart", "remove", "inspect",
-         "logs", "exec", "ps", "rename", "pause", "unpause")
+         "logs", "exec", "ps", "rename", "pause", "unpause", "pull")
 
 
 @dataclass
@@ -181,6 +181,13 @@ class Client:
     def logs(self, ref: str) -> str:
         return self._call("logs", ref)
 
+    # ---- images -------------------------------------------------------------------
+
+    def pull(self, ref: str, *, platform: str | None = None, tls_verify: bool = True) -> dict:
+        """`pyctr pull`: {"Id", "Digest", "Name"} of the image pulled (credentials from
+        the auth file `pyctr login` writes)."""
+        return self._call("pull", ref, platform=platform, tls_verify=tls_verify)
+
     def exec(self, ref: str, command: list[str], *, env: list[str] | None = None,
              workdir: str | None = None, user: str | None = None) -> ExecResult:
         code, output = self._call("exec", ref, list(command), env=env, workdir=workdir,
@@ -217,5 +224,13 @@ def call_engine(engine, method: str, args, kwargs):
         return "".join(r.get("log", "") for r in engine.logs(*args))
     if method == "exec":
         return list(engine.exec_captured(*args, **kwargs))
+    if method == "pull":
+        from pyctr.images.pull import pull
+        from pyctr.images.reference import parse_reference
+
+        (ref,) = args
+        insecure = () if kwargs.get("tls_verify", True) else (parse_reference(ref).domain,)
+        r = pull(engine.images, ref, platform=kwargs.get("platform"), insecure=insecure)
+        return {"Id": r.image.id, "Digest": r.digest, "Name": str(parse_reference(ref))}
     result = getattr(engine, method)(*args, **kwargs)
     return result if isinstance(result, (int, str, type(None))) else None

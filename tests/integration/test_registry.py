@@ -54,6 +54,8 @@ def registry(tmp_path_factory, images):
         push(images["three"]["layout"], "1", reg.ref("lib/three", "1"))
         push(images["three"]["layout"], "1", reg.ref("lib/three-v2s2", "1"), format_="v2s2")
         push(images["multi"]["layout"], "1", reg.ref("lib/multi", "1"), all_=True)
+        push(images["multi"]["layout"], "1", reg.ref("lib/multi-list", "1"), all_=True,
+             format_="v2s2")  # docker's manifest list
         push(images["badgzip"]["layout"], "1", reg.ref("lib/badgzip", "1"))
         yield reg
     finally:
@@ -143,6 +145,14 @@ def test_an_index_resolves_to_this_machines_platform(fresh, registry, images):
     assert r.returncode == 1
     assert "no image for linux/s390x" in r.stderr and "linux/amd64" in r.stderr \
         and "linux/arm64/v8" in r.stderr
+
+
+def test_a_docker_manifest_list_resolves_too(fresh, registry):
+    ref = registry.ref("lib/multi-list", "1")
+    raw = skopeo_inspect(ref, raw=True)
+    assert raw["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json"
+    fresh.ok("pull", "-q", ref)
+    assert fresh.ok("run", "--rm", "--network", "none", ref, "cat", "/marker") == "linux/amd64"
 
 
 def test_a_blob_with_the_wrong_digest_fails_and_leaves_no_image(fresh, registry, tmp_path):
@@ -417,3 +427,16 @@ def test_progress_bars_on_a_terminal(fresh, registry):
     assert "━" in out and "MB" in out  # a bar with sizes
     assert "Pull complete" in out and f"Status: Downloaded newer image for {ref}" in out
     assert fresh.ok("pull", "-q", ref) == f"{ref}\n"
+
+
+def test_the_python_api_pulls(fresh, registry, images):
+    from pyctr import Client
+
+    client = Client(fresh.root, fresh.run_dir, daemon=False)
+    got = client.pull(registry.ref("lib/three", "1"))
+    assert got == {"Id": images["three"]["config_digest"],
+                   "Digest": images["three"]["manifest_digest"],
+                   "Name": registry.ref("lib/three", "1")}
+    r = client.run(registry.ref("lib/three", "1"), ["cat", "/marker"], network="none",
+                   remove=True)
+    assert (r.exit_code, r.output) == (0, "three")

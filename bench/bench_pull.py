@@ -13,6 +13,7 @@ starts it), then, round after round, into a fresh root each:
     work with the standard tools, one after the other;
   * `podman pull` (runc, its own --root; bench/podman.py), which also
     unpacks into its overlay storage.
+Each step starts after a `sync` (nothing dirty left by the one before).
 Medians; the target is pyctr <= 0.5x skopeo + umoci.
 """
 
@@ -40,7 +41,15 @@ from podman import Podman
 from tests.integration.registry import push, start_registry
 
 
+def settle() -> None:
+    """Each tool starts with nothing dirty: a layer's syncfs (pyctr's, podman's) would
+    otherwise write back what the tool before it left in the page cache."""
+    subprocess.run(["sync"], check=False)
+    time.sleep(0.5)
+
+
 def timed(argv, env=None) -> float:
+    settle()
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                        env=env, check=False)
@@ -85,6 +94,7 @@ def main() -> int:
             a = timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
                        f"oci:{oci}:latest"])
             b = timed(["umoci", "unpack", "--image", f"{oci}:latest", str(bundle)])
+            # skopeo's copy is measured alone, then umoci's unpack: the sum is both
             times["skopeo copy"].append(a)
             times["umoci unpack"].append(b)
             times["skopeo copy + umoci unpack"].append(a + b)

@@ -14,6 +14,7 @@ import errno as E
 import os
 from pathlib import Path
 
+from pyctr import explain
 from pyctr.errors import PyctrError
 
 # what a human needs to know when the kernel says no, by errno
@@ -56,6 +57,9 @@ def write(path: Path | str, value: str | int, *, append: bool = False,
     and a fake file in a test keeps every line.
     """
     text = str(value)
+    explain.note("cgroup", f"echo {text} > {path}" + (
+        " (0: the writing process itself)" if text == "0" and str(path).endswith(
+            ("/tasks", "/cgroup.procs")) else ""))
     data = (text + "\n").encode() if append else text.encode()
     flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
     try:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from pyctr import explain
 from pyctr.errors import PyctrError
 from pyctr.netns import addr
 from pyctr.netns.nsfile import CLONE_NEWNET, _c
@@ -112,6 +113,7 @@ def ensure_bridge(network: Network) -> None:
         idx = _lookup(ipr, network.bridge)
         if idx is None:
             try:
+                explain.note("network", f"ip link add {network.bridge} type bridge")
                 ipr.link("add", ifname=network.bridge, kind="bridge")
             except NetlinkError as e:
                 if e.code != _errno.EEXIST:
@@ -121,6 +123,8 @@ def ensure_bridge(network: Network) -> None:
         have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
         if network.gateway not in have:
             try:
+                explain.note("network", f"ip addr add {network.gateway}/{prefix} dev "
+                                        f"{network.bridge} (the containers' gateway)")
                 ipr.addr("add", index=idx, address=network.gateway, prefixlen=prefix)
             except NetlinkError as e:
                 if e.code != _errno.EEXIST:
@@ -171,6 +175,9 @@ def attach(network: Network, container_id: str, netns_path: Path | str, ip: str,
             try:
                 # the peer is born inside the container's namespace as eth0:
                 # no temporary name on the host, no rename
+                explain.note("network", f"ip link add {host} type veth peer name "
+                                        f"{CONTAINER_IFNAME} address {ep.mac} netns "
+                                        f"{netns_path}")
                 ipr.link("add", ifname=host, kind="veth",
                          peer={"ifname": CONTAINER_IFNAME, "address": ep.mac,
                                "net_ns_fd": nsfd})
@@ -180,6 +187,7 @@ def attach(network: Network, container_id: str, netns_path: Path | str, ip: str,
                 raise _netlink_error(e, "attach", f"add veth {host}", hint) from None
             try:
                 idx = _lookup(ipr, host)
+                explain.note("network", f"ip link set {host} master {network.bridge} up")
                 ipr.link("set", index=idx, master=br, state="up")
                 _in_netns(netns_path, lambda: _configure_inside(ep))
             except BaseException:
@@ -202,8 +210,11 @@ def _configure_inside(ep: Endpoint) -> None:
             lo = _lookup(ipr, "lo")
             ipr.link("set", index=lo, state="up")
             idx = _lookup(ipr, ep.ifname)
+            explain.note("network", f"(in the container) ip addr add {ep.ip}/{ep.prefixlen} "
+                                    f"dev {ep.ifname}; ip link set {ep.ifname} up")
             ipr.addr("add", index=idx, address=ep.ip, prefixlen=ep.prefixlen)
             ipr.link("set", index=idx, state="up")
+            explain.note("network", f"(in the container) ip route add default via {ep.gateway}")
             ipr.route("add", dst="0.0.0.0/0", gateway=ep.gateway)
     except NetlinkError as e:
         raise _netlink_error(e, "attach", f"configure {ep.ifname} {ep.ip}/{ep.prefixlen} "

@@ -22,6 +22,7 @@ import os
 import threading
 from pathlib import Path
 
+from pyctr import explain
 from pyctr.errors import PyctrError, from_oserror
 
 CLONE_NEWNET = 0x40000000
@@ -50,6 +51,8 @@ def _errno() -> int:
 def create_netns(path: Path | str) -> None:
     """A new network namespace (only ``lo``, up) kept alive by ``path``."""
     path = Path(path)
+    explain.note("network", f"unshare(CLONE_NEWNET) in a thread, then mount --bind its "
+                            f"/proc/self/task/TID/ns/net {path}: the namespace outlives it")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))

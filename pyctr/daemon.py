@@ -396,7 +396,8 @@ class Daemon:
             from pyctr.shim import monitor
 
             conn.close()
-            return monitor(self.engine, msg["id"], fds[0] if fds else None)
+            return monitor(self.engine, msg["id"], fds[0] if fds else None,
+                           fds[1] if len(fds) > 1 else None)
         if msg.get("op") != "cli":
             _send(conn, {"error": f"unknown op {msg.get('op')!r}", "exit": 125})
             return 1

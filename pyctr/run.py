@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyctr import bundle as B
+from pyctr import explain
 from pyctr.containers import Container, now_iso
 from pyctr.errors import ExecError, PyctrError
 from pyctr.fsutil import pid_start_time
@@ -88,6 +89,8 @@ class RunMixin:
         resources, _ = resources_from_flags(opts.limits)  # docker's texts, before anything exists
         cgroup_path(opts.cgroup_parent, "check")
         image = self.images.resolve(opts.image)
+        explain.note("image", f"{opts.image} = {image.id[:19]}, {len(image.diff_ids)} "
+                              f"layer{'s' if len(image.diff_ids) != 1 else ''}")
         cfg = image.config or {}
         args = B.process_args(cfg, opts)
         cwd = B.effective_workdir(cfg, opts)
@@ -217,6 +220,9 @@ class RunMixin:
         finally:
             os.fchdir(old)
             os.close(old)
+        explain.note("overlay", f"mount -t overlay overlay {c.rootfs} -o "
+                                f"{data}{',volatile' if volatile else ''} (lowerdir from "
+                                f"{cwd}, topmost first)")
         c.record["GraphDriver"] = {"Name": "overlay", "Data": {
             "UpperDir": str(upper), "WorkDir": str(work), "MergedDir": str(c.rootfs)}}
 
@@ -267,6 +273,9 @@ class RunMixin:
             resources=c.record["HostConfig"]["Resources"],
             netns_path=net.get("SandboxKey") or None, host_network=opts.net.mode == "host")
         atomic_write_json(c.dir / "config.json", spec, sync=c.durable)
+        explain.note("config.json", f"{c.dir / 'config.json'}: process {spec['process']['args']}"
+                                    f", {len(spec['mounts'])} mounts, "
+                                    f"{len(spec['linux']['namespaces'])} namespaces")
         c.record["Config"]["Env"] = spec["process"]["env"]
         c.record["Mounts"] = [{"Type": m.type, "Source": m.source,
                                "Destination": m.destination, "RW": not m.readonly}

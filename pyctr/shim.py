@@ -101,16 +101,25 @@ def launch(engine, c: Container, opts, spec: dict) -> int:
     memory (see monitor); elsewhere this process forks it (double fork, new
     session).
     """
+    from pyctr import explain
+
     r, w = os.pipe2(os.O_CLOEXEC)
+    er, ew = os.pipe2(os.O_CLOEXEC) if explain.enabled() else (None, None)
     try:
-        if not _ask_daemon(engine, c, w):
-            _fork_shim(engine, c, w)
+        if not _ask_daemon(engine, c, w, ew):
+            _fork_shim(engine, c, w, ew)
     finally:
         os.close(w)
+        if ew is not None:
+            os.close(ew)
     chunks = []
     while data := os.read(r, CHUNK):
         chunks.append(data)
     os.close(r)
+    if er is not None:  # --explain: what the shim's creator did, as it did it
+        with os.fdopen(er, "rb") as events:
+            for line in events:
+                explain.emit(json.loads(line))
     msg = json.loads(b"".join(chunks)) if chunks else {}
     if "pid" in msg:
         return msg["pid"]
@@ -121,22 +130,23 @@ def launch(engine, c: Container, opts, spec: dict) -> int:
                              hint="run with --debug; `pyctr inspect` shows State.Error")
 
 
-def _fork_shim(engine, c: Container, report: int) -> None:
+def _fork_shim(engine, c: Container, report: int, explained: int | None = None) -> None:
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child
         code = 0
         try:
             os.setsid()  # no controlling terminal: a hang-up of the caller's is not ours
             if os.fork() == 0:
-                code = monitor(engine, c.id, report)
+                code = monitor(engine, c.id, report, explained)
         except BaseException:  # noqa: BLE001 - nothing may escape a forked child
             code = 1
         os._exit(code)
     os.waitpid(child, 0)
 
 
-def _ask_daemon(engine, c: Container, report: int) -> bool:
-    """In a pyctrd worker: ask the daemon for a shim (the report fd goes along)."""
+def _ask_daemon(engine, c: Container, report: int, explained: int | None = None) -> bool:
+    """In a pyctrd worker: ask the daemon for a shim (the report fd goes along, and the
+    --explain pipe)."""
     from pyctr import daemon
 
     if not daemon.IN_WORKER:
@@ -147,7 +157,7 @@ def _ask_daemon(engine, c: Container, report: int) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.connect(str(daemon.socket_path(engine.run_dir)))
             socket.send_fds(s, [json.dumps({"op": "shim", "id": c.id}).encode() + b"\n"],
-                            [report])
+                            [report] + ([explained] if explained is not None else []))
     except OSError:
         return False
     return True
@@ -166,10 +176,13 @@ def _report(fd: int | None, msg: dict) -> None:
         pass
 
 
-def monitor(engine, cid: str, report: int | None) -> int:
-    """See _monitor; an unexpected failure is reported to the caller, not lost."""
+def monitor(engine, cid: str, report: int | None, explained: int | None = None) -> int:
+    """See _monitor; an unexpected failure is reported to the caller, not lost.
+
+    ``explained``: the caller's --explain pipe; the creator writes its events there.
+    """
     try:
-        return _monitor(engine, cid, report)
+        return _monitor(engine, cid, report, explained)
     except BaseException as exc:  # noqa: BLE001 - the caller waits for a word
         if report is not None:
             err = ContainerInitError(f"the shim failed: {type(exc).__name__}: {exc}",
@@ -181,7 +194,7 @@ def monitor(engine, cid: str, report: int | None) -> int:
         return 1
 
 
-def _monitor(engine, cid: str, report: int | None) -> int:
+def _monitor(engine, cid: str, report: int | None, explained: int | None = None) -> int:
     """The shim's whole life; the exit status of the shim process.
 
     The shim lives as long as its container: what it pays in memory, every
@@ -207,9 +220,9 @@ def _monitor(engine, cid: str, report: int | None) -> int:
     from pyctr.runtime import inroot
 
     inroot.forget()
-    keep = report if report is not None else 2
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 16)
+    keep = sorted({fd for fd in (report, explained) if fd is not None} | {2})
+    for low, high in zip(keep, [*keep[1:], 1 << 16]):
+        os.closerange(low + 1, high)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)  # a detached monitor keeps no terminal open
@@ -242,7 +255,9 @@ def _monitor(engine, cid: str, report: int | None) -> int:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         streams = {out_r: "stdout", err_r: "stderr"}
         stdio = (fifo if fifo is not None else devnull, out_w, err_w)
-    msg, console = _create(engine, c, stdio)
+    msg, console = _create(engine, c, stdio, explained)
+    if explained is not None:
+        os.close(explained)  # the creator's copy was the one that wrote
     for fd in set(stdio) - {devnull, fifo}:
         os.close(fd)
     pid = msg.get("pid") or 0
@@ -334,7 +349,8 @@ def finish(argv: list[str]) -> int:
     return 0
 
 
-def _create(engine, c: Container, stdio: tuple[int, int, int]) -> tuple[dict, int | None]:
+def _create(engine, c: Container, stdio: tuple[int, int, int],
+            explained: int | None = None) -> tuple[dict, int | None]:
     """Create and start the container in a child; its report and the pty master (-t)."""
     import socket
 
@@ -346,6 +362,8 @@ def _create(engine, c: Container, stdio: tuple[int, int, int]) -> tuple[dict, in
         parent.close()
         code = 1
         try:
+            if explained is not None:
+                _explain_to(explained)
             code = _creator(engine, c, stdio, child)
         finally:
             os._exit(code)
@@ -359,6 +377,19 @@ def _create(engine, c: Container, stdio: tuple[int, int, int]) -> tuple[dict, in
         msg = {"error": ContainerInitError("the shim's creator died before PID 1 ran",
                                            step="shim").to_dict()}
     return msg, (fds[0] if fds else None)
+
+
+def _explain_to(fd: int) -> None:
+    """--explain in the creator: one JSON line per event, to the caller's pipe."""
+    from pyctr import explain
+
+    def send(event: dict) -> None:
+        try:
+            os.write(fd, (json.dumps(event) + "\n").encode())
+        except OSError:
+            pass  # the caller is gone: the container is made all the same
+
+    explain.relay(send)
 
 
 def _creator(engine, c: Container, stdio: tuple[int, int, int], report) -> int:

@@ -20,7 +20,7 @@ from pyctr.errors import Conflict, ContainerInitError, NotFound, PyctrError
 from pyctr.fsutil import remove_tree
 
 from . import cgroup
-from .process import Spawned, kill_and_reap, spawn
+from .process import Spawned, await_exec, kill_and_reap, spawn
 from .spec import OCI_VERSION, load_spec, rootfs_path
 from .statedir import FIFO, container_dir, read_state, start_time, state, status_of, write_state
 
@@ -58,16 +58,7 @@ class Container:
         sync, self._sync = self._sync, None
         if sync is None:
             return
-        try:
-            data = sync.recv(65536)  # type: ignore[attr-defined]
-        finally:
-            sync.close()  # type: ignore[attr-defined]
-        if data:
-            import json
-
-            msg = json.loads(data)
-            if msg.get("type") == "error":
-                raise PyctrError.from_dict(msg["error"])
+        await_exec(sync)  # type: ignore[arg-type]
 
     def wait(self) -> int:
         """Reap PID 1: its exit code, or 128+signal like docker.

@@ -25,10 +25,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyctr.errors import Conflict, PyctrError
+from pyctr.errors import Conflict
 
 from .init import EXEC_STEPS, InitContext
-from .process import spawn_exec
+from .process import await_exec, spawn_exec
 from .seam import Syscalls
 from .spec import load_spec
 from .statedir import read_state, start_time
@@ -48,16 +48,7 @@ class Execed:
 
     def started(self) -> None:
         """Wait for execve: EOF on the sync socket (it is close-on-exec), or its error."""
-        import json
-
-        try:
-            data = self.sync.recv(65536)  # type: ignore[attr-defined]
-        finally:
-            self.sync.close()  # type: ignore[attr-defined]
-        if data:
-            msg = json.loads(data)
-            if msg.get("type") == "error":
-                raise PyctrError.from_dict(msg["error"])
+        await_exec(self.sync)  # type: ignore[arg-type]
 
 
 def exec_process(container_id: str, state_root: Path, process: dict, *, stdin: int = 0,
@@ -84,7 +75,8 @@ def exec_process(container_id: str, state_root: Path, process: dict, *, stdin: i
         if start_time(pid) != state.get("pidStartTime"):  # the fds may name another process's
             raise Conflict(f"container {container_id} exited meanwhile")
         linux = dict(spec.get("linux", {}),
-                     namespaces=[{"type": kind, "path": f"/proc/self/fd/{fd}"}
+                     namespaces=[{"type": kind, "path": f"/proc/self/fd/{fd}",
+                                  "origin": f"/proc/{pid}/ns/{dict(JOIN_ORDER)[kind]}"}
                                  for kind, fd in fds])
         exec_spec = dict(spec, process=process, linux=linux)
         ctx = InitContext(spec=exec_spec, rootfs="/", bundle=state["bundle"], sys=Syscalls(),

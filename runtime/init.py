@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyctr import explain
 from pyctr.errors import (
     EXIT_CANNOT_INVOKE,
     EXIT_NOT_FOUND,
@@ -29,6 +30,7 @@ from pyctr.errors import (
 )
 
 from . import rootfs, security, terminal
+from .describe import describe
 from .seam import Syscalls
 
 
@@ -253,6 +255,9 @@ def run_pipeline(ctx: InitContext, steps: list[tuple[str, Step]] | None = None) 
     if steps is None:
         steps = ctx.steps if ctx.steps is not None else STEPS
     for name, fn in steps:
+        if explain.enabled():  # --explain: what this step is about to do (describe.py)
+            for what in describe(name, ctx):
+                explain.note(name, what)
         try:
             fn(ctx)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller, never lost

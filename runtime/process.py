@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pyctr import explain
 from pyctr.errors import ContainerInitError, PyctrError, UserError
 
 from . import cgroup
@@ -76,10 +77,15 @@ def join_namespaces(sys: Syscalls, namespaces: list[dict]) -> None:
     flags = 0
     for ns in namespaces:
         if ns.get("path"):
+            explain.note("setns", f"setns({ns.get('origin', ns['path'])}) — the "
+                                  f"{ns['type']} namespace")
             sys.setns(ns["path"], NAMESPACE_FLAGS[ns["type"]])
         else:
             flags |= NAMESPACE_FLAGS[ns["type"]]
     if flags:
+        names = "|".join(f"CLONE_NEW{'NET' if t == 'network' else 'NS' if t == 'mount' else t.upper()}"
+                         for t, f in NAMESPACE_FLAGS.items() if flags & f)
+        explain.note("namespaces", f"unshare({names})")
         sys.unshare(flags)
 
 
@@ -99,6 +105,8 @@ def _intermediate(ctx: InitContext, child: socket.socket, stdio: tuple[int, int,
     """
     step = "namespaces"
     try:
+        if explain.enabled():  # our events go to the caller, over the sync socket
+            explain.relay(lambda ev: ctx.send({"type": "explain", "event": ev}))
         ctx.sys.set_not_dumpable()  # setns into a running container's namespaces comes next
         _set_stdio(*stdio)
         namespaces = ctx.spec.get("linux", {}).get("namespaces", [])
@@ -122,6 +130,35 @@ def _intermediate(ctx: InitContext, child: socket.socket, stdio: tuple[int, int,
     except BaseException as exc:  # noqa: BLE001 - every failure goes to the caller
         report(ctx, as_error(step, exc, ctx))
         os._exit(1)
+
+
+def _explain_namespaces(pid: int, spec: dict) -> None:
+    """--explain: the namespaces PID 1 is in, by inode, beside the host's (ours)."""
+    files = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
+             "cgroup": "cgroup", "user": "user"}
+    for ns in spec.get("linux", {}).get("namespaces", []):
+        name = files[ns["type"]]
+        try:
+            theirs = os.readlink(f"/proc/{pid}/ns/{name}")
+            ours = os.readlink(f"/proc/self/ns/{name}")
+        except OSError:
+            continue
+        how = "joined" if ns.get("path") else "new"
+        explain.note("namespaces", f"{theirs} ({how}; the host's is {ours})")
+
+
+def await_exec(sync: socket.socket) -> None:
+    """After start: read the init's last words until EOF (the socket is close-on-exec, so
+    EOF means execve succeeded); relay --explain events, raise a reported error."""
+    try:
+        while data := sync.recv(65536):
+            msg = json.loads(data)
+            if msg.get("type") == "explain":
+                explain.emit(msg["event"])
+            elif msg.get("type") == "error":
+                raise PyctrError.from_dict(msg["error"])
+    finally:
+        sync.close()
 
 
 def _recv(sync: socket.socket) -> tuple[dict | None, list[int]]:
@@ -235,10 +272,14 @@ def _fork_init(ctx: InitContext, stdio: tuple[int, int, int], mgr: Manager | Non
                 raise ContainerInitError("the container's init exited during create",
                                          step="create", hint="run with --debug to see why")
             kind = msg.get("type")
-            if kind == "pid":
+            if kind == "explain":
+                explain.emit(msg["event"])
+            elif kind == "pid":
                 init_pid = msg["pid"]
                 os.waitpid(first, 0)
                 first = 0
+                if explain.enabled():
+                    _explain_namespaces(init_pid, ctx.spec)
             elif kind == "console":
                 console = fds[0]
             elif kind == "error":

@@ -51,15 +51,18 @@ def container_options(f):
                   help="Pull the image from its registry: when it is not here, always, never.")
     @click.option("--platform", metavar="OS/ARCH[/VARIANT]",
                   help="The platform to pull for a multi-platform image.")
+    @fmt.explain_option
     @click.argument("image")
     @click.argument("command", nargs=-1, type=click.UNPROCESSED)
     @click.pass_obj
     @functools.wraps(f)
     def wrapper(engine, rm, name, env, env_file, workdir, user, hostname, entrypoint,
                 interactive, tty, restart, init, read_only, volume, tmpfs, network, network_alias, ip,
-                publish, publish_all, cgroup_parent, pull_policy, platform, image, command, **rest):
+                publish, publish_all, cgroup_parent, pull_policy, platform, explain, image, command,
+                **rest):
         limits = {k: rest.pop(k) for k in list(rest) if k in LIMIT_PARAMS}
         _ensure_image(engine, image, pull_policy, platform)
+        fmt.start_explaining(explain)
         opts = RunOptions(image=image, command=list(command), name=name, rm=rm, env=list(env),
                           env_files=list(env_file), workdir=workdir, user=user,
                           hostname=hostname, entrypoint=entrypoint, interactive=interactive,
@@ -109,7 +112,7 @@ def _ensure_image(engine, image: str, policy: str, platform: str | None) -> None
 _PLAIN = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
 
 
-@click.command(context_settings=_PLAIN)
+@click.command(cls=fmt.ExplainCommand, context_settings=_PLAIN)
 @click.option("-d", "--detach", is_flag=True,
               help="Run in the background under a shim; print the container's id.")
 @container_options
@@ -129,7 +132,7 @@ def run(engine, opts: RunOptions, detach: bool) -> int:
     return result.exit_code
 
 
-@click.command(context_settings=_PLAIN)
+@click.command(cls=fmt.ExplainCommand, context_settings=_PLAIN)
 @container_options
 def create(engine, opts: RunOptions) -> int:
     """Create a container without starting it; print its id (pyctr start runs it)."""

@@ -91,3 +91,49 @@ def each(refs, verb, *, echo=lambda ref, result: ref) -> int:
         if out is not None:
             click.echo(out)
     return failed
+
+
+# ---- --explain[=json] --------------------------------------------------------------------
+
+def _parser_class():
+    import click.parser as p
+
+    return getattr(p, "_OptionParser", None) or p.OptionParser
+
+
+class ExplainCommand(click.Command):
+    """A command whose ``--explain`` takes a value only when written ``--explain=json``.
+
+    click gives an option an optional value by taking the next word, which
+    here would be the image (``pyctr run --explain busybox``): so a bare
+    ``--explain`` is read as ``--explain=text`` before the parser sees it.
+    Only options are looked at: words after the image belong to the command.
+    """
+
+    def make_parser(self, ctx: click.Context):
+        base = super().make_parser(ctx)
+
+        class Parser(type(base)):  # type: ignore[misc]
+            def _match_long_opt(self, opt, explicit_value, state):
+                if opt == "--explain" and explicit_value is None:
+                    explicit_value = "text"
+                return super()._match_long_opt(opt, explicit_value, state)
+
+        base.__class__ = Parser
+        return base
+
+
+def explain_option(f):
+    return click.option(
+        "--explain", type=click.Choice(["text", "json"]), default=None, metavar="[=json]",
+        help="Print each kernel-level step as it happens, with what it made (stderr); "
+             "=json: one JSON object per step.")(f)
+
+
+def start_explaining(mode: str | None) -> None:
+    if mode:
+        import sys
+
+        from pyctr import explain
+
+        explain.start(mode, sys.stderr)

@@ -116,10 +116,11 @@ def _print_logs(engine, ref, *, follow, tail=None, timestamps=False, since=None,
         out.flush()
 
 
-@click.command(context_settings={"allow_interspersed_args": False})
+@click.command(cls=fmt.ExplainCommand, context_settings={"allow_interspersed_args": False})
 @click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
 @click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
 @click.option("-d", "--detach", is_flag=True, help="Leave the command running in the background.")
+@fmt.explain_option
 @click.option("-e", "--env", multiple=True, metavar="NAME[=VALUE]",
               help="Set an environment variable.")
 @click.option("-w", "--workdir", help="Working directory inside the container.")
@@ -127,9 +128,12 @@ def _print_logs(engine, ref, *, follow, tail=None, timestamps=False, since=None,
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_obj
-def exec_(engine, interactive, tty, detach, env, workdir, user, container, command) -> int:
+def exec_(engine, interactive, tty, detach, explain, env, workdir, user, container,
+          command) -> int:
     """Run a command in a running container (its namespaces, cgroup and privileges)."""
     import os
+
+    fmt.start_explaining(explain)
 
     if tty and interactive and not detach and not os.isatty(0):
         raise click.UsageError("the input device is not a TTY")

@@ -315,14 +315,35 @@ def container_prune(engine, force) -> None:
 
 
 @click.command()
+@click.option("-f", "--format", "format_", metavar="TEMPLATE",
+              help="Print this for each container: {{.State.Pid}}, {{json .Config}} … "
+                   "(with --isolation: json).")
+@click.option("--isolation", is_flag=True,
+              help="The host and the container side by side, as the kernel shows them: "
+                   "namespaces, PID 1, hostname, root mount, cgroup and limits, "
+                   "capabilities, seccomp, no_new_privs, interfaces, uid/gid maps.")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
-def inspect(engine, containers) -> int:
+def inspect(engine, format_, isolation, containers) -> int:
     """Show the state and configuration of containers as JSON (docker inspect's shape)."""
+    if isolation:
+        from pyctr import isolation as iso
+
+        if len(containers) != 1:
+            raise click.UsageError("--isolation shows one container at a time")
+        if format_ not in (None, "json"):
+            raise click.UsageError("--isolation takes --format json only")
+        rows = iso.report(engine, engine.containers.get(containers[0]))
+        click.echo(iso.as_json(rows) if format_ == "json" else iso.render(rows))
+        return 0
     out = []
     failed = fmt.each(containers, lambda ref: out.append(
         engine.inspect(engine.containers.get(ref))), echo=lambda ref, _: None)
-    fmt.print_json(out)
+    if format_:
+        for item in out:
+            click.echo(fmt.template(format_, item))
+    else:
+        fmt.print_json(out)
     return failed
 
 

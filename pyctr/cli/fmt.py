@@ -137,3 +137,28 @@ def start_explaining(mode: str | None) -> None:
         from pyctr import explain
 
         explain.start(mode, sys.stderr)
+
+
+def template(text: str, data: dict) -> str:
+    """docker's --format, the common part of Go templates: {{.A.B}} and {{json .A}}."""
+    import json
+    import re
+
+    from pyctr.errors import UserError
+
+    def value(m: re.Match) -> str:
+        as_json, path = m.group(1), m.group(2)
+        cur = data
+        for key in [k for k in path.split(".") if k]:
+            if not isinstance(cur, dict) or key not in cur:
+                raise UserError(f"template: {m.group(0)}: no field {key!r}",
+                                hint="field names are those of pyctr inspect's JSON, e.g. "
+                                     "{{.State.Pid}}")
+            cur = cur[key]
+        if as_json or isinstance(cur, (dict, list)):
+            return json.dumps(cur)
+        if isinstance(cur, bool):
+            return "true" if cur else "false"
+        return "<no value>" if cur is None else str(cur)
+
+    return re.sub(r"\{\{\s*(json\s+)?(\.[\w.]*)\s*\}\}", value, text)

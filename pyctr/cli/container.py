@@ -337,14 +337,36 @@ def inspect(engine, format_, isolation, containers) -> int:
         click.echo(iso.as_json(rows) if format_ == "json" else iso.render(rows))
         return 0
     out = []
-    failed = fmt.each(containers, lambda ref: out.append(
-        engine.inspect(engine.containers.get(ref))), echo=lambda ref, _: None)
+    failed = fmt.each(containers, lambda ref: out.append(_inspect_one(engine, ref)),
+                      echo=lambda ref, _: None)
     if format_:
         for item in out:
             click.echo(fmt.template(format_, item))
     else:
         fmt.print_json(out)
     return failed
+
+
+def _inspect_one(engine, ref: str) -> dict:
+    """A container by name or id; else an image (docker inspect takes both)."""
+    from pyctr.errors import NotFound, UserError
+
+    try:
+        return engine.inspect(engine.containers.get(ref))
+    except NotFound as no_container:
+        try:
+            image = engine.images.resolve(ref)
+        except (NotFound, UserError):
+            raise NotFound(f"no such object: {ref}", hint=no_container.hint) from None
+    from pyctr.images.reference import parse_reference
+
+    return {"Id": image.id,
+            "RepoTags": image.names,
+            "RepoDigests": [f"{parse_reference(n).familiar_name()}@{image.manifest_digest}"
+                            for n in image.names],
+            "Created": image.created, "Architecture": image.architecture, "Os": image.os,
+            "Config": image.config, "Size": image.size,
+            "RootFS": {"Type": "layers", "Layers": image.diff_ids}}
 
 
 @click.command()

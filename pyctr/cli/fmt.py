@@ -95,12 +95,6 @@ def each(refs, verb, *, echo=lambda ref, result: ref) -> int:
 
 # ---- --explain[=json] --------------------------------------------------------------------
 
-def _parser_class():
-    import click.parser as p
-
-    return getattr(p, "_OptionParser", None) or p.OptionParser
-
-
 class ExplainCommand(click.Command):
     """A command whose ``--explain`` takes a value only when written ``--explain=json``.
 

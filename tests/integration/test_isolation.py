@@ -72,3 +72,13 @@ def test_inspect_format_is_a_template_as_dockers(pyctr, name):
         assert r.returncode != 0 and "no field 'Nope'" in r.stderr
     finally:
         pyctr("rm", "-f", name)
+
+
+def test_inspect_takes_an_image_too_as_docker_does(pyctr):
+    [img] = json.loads(pyctr.ok("inspect", "busybox"))
+    local = json.loads(pyctr.ok("images", "--format", "json", "busybox"))
+    assert img["Id"] == f"sha256:{img['Id'][7:]}" and img["Id"][7:19] == local["ID"]
+    assert "busybox:latest" in img["RepoTags"] and img["RootFS"]["Type"] == "layers"
+    assert img["RepoDigests"] == [f"busybox@{local['Digest']}"]
+    r = pyctr("inspect", "nosuchthing")
+    assert r.returncode == 1 and "no such object: nosuchthing" in r.stderr

@@ -6,7 +6,7 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYCTR_VENV:-/opt/pyctr/venv}/bin/python
-cd "$REPO"
+cd "$REPO" || exit 1
 [ -x "$PY" ] || { echo "test.sh: $PY not found: run scripts/setup.sh first" >&2; exit 1; }
 
 status=0
@@ -29,7 +29,7 @@ else
     echo "== integration: skipped, needs root (sudo $0)"
 fi
 # vm: the cgroup v2 tier, inside the kernel guest (scripts/vm-test)
-VM_TESTS="tests/vm tests/integration/test_cgroups_v2.py tests/integration/test_cli_limits.py tests/integration/test_runtime_cgroups.py"
+VM_TESTS="tests/vm tests/integration/test_cgroups_v2.py tests/integration/test_cli_limits.py tests/integration/test_runtime_cgroups.py tests/integration/test_explain.py tests/integration/test_isolation.py"
 if [ "$(id -u)" -ne 0 ]; then
     echo "== vm: skipped, needs root (sudo $0)"
 elif why=$("$REPO/scripts/vm-test" --check 2>&1); then

@@ -24,6 +24,7 @@ GIL); a layer whose connection breaks resumes where it broke (registry.py).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 from dataclasses import dataclass
@@ -190,7 +191,7 @@ def pull(store: ImageStore, text: str, *, platform: str | None = None,
 
     ref = parse_reference(text)
     want = parse_platform(platform)
-    progress = progress or Quiet(open("/dev/null", "w"))  # noqa: SIM115
+    progress = progress or Quiet(io.StringIO())  # shows nothing: Quiet prints results only
     cancel = cancel or threading.Event()
     reg = registry.Registry(ref.domain, creds=auth.lookup(ref.domain, authfile),
                             insecure=ref.domain in auth.insecure_registries(insecure),

@@ -72,6 +72,11 @@ class Container:
         if state["Status"] == "running":
             pid = state.get("Pid") or 0
             if not pid or pid_start_time(pid) != state.get("PidStartTime"):
+                # PID 1 is gone; its monitor, alive, is recording the exit code: until it
+                # has, the container is not "exited" (with an exit code not yet known)
+                if not state.get("FinishedAt") and state.get("MonitorPid") != os.getpid() \
+                        and self.monitor_alive:
+                    return "running"
                 return "exited"
         return state["Status"]
 

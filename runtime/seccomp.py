@@ -9,9 +9,11 @@ already handle.  Every refused one has its reason in ``REFUSED``.
 
 mknod: CAP_MKNOD is in Docker's default capabilities, and what stops Docker
 containers from making /dev/sda and writing the host's disk is the device
-cgroup.  pyctr has none yet — the cgroups issue adds it, and it is the real
-control.  Until then a rule here refuses mknod/mknodat of block and char
-devices, except char 0:0 (the overlayfs whiteout that unpacking needs).
+cgroup.  pyctr writes one on cgroup v1 (devices.deny/devices.allow); on v2
+the device controller is an eBPF program, which pyctr does not load, so
+there a rule here is the control: it refuses mknod/mknodat of block and
+char devices, except char 0:0 (the overlayfs whiteout that unpacking needs),
+on both.
 
 libseccomp compiles the profile to a BPF program; ``program`` keeps what it
 compiled in a cache (the state root's ``.seccomp``), so pyseccomp is

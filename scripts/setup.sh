@@ -24,7 +24,7 @@ command -v apt-get >/dev/null || fail "needs a Debian or Ubuntu host (apt-get no
 # local image), iproute2 and nftables (networks: masquerade in pyctr's own
 # table), util-linux (nsenter), tini/catatonit (--init).
 RUNTIME_PKGS="python3 python3-venv python3-dev gcc libcap-dev libseccomp2 busybox-static
-      iproute2 nftables util-linux tini catatonit tar gzip"
+      iproute2 nftables util-linux tini catatonit tar gzip libcap2-bin"
 # Test and benchmark needs: umoci, skopeo, runc, crun, zstd, attr, hyperfine;
 # docker-registry (the CNCF distribution registry the registry tests start on
 # 127.0.0.1; its own service is not enabled) and apache2-utils (htpasswd);

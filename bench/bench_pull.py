@@ -69,6 +69,7 @@ def main() -> int:
         return 1
     base = Path(tempfile.mkdtemp(prefix="pyctr-bench-", dir="/var/tmp"))
     reg = None
+    podmen: list[Podman] = []
     out: dict = {}
     try:
         layout, tars, nfiles, nbytes = build_layout(base / "build")
@@ -78,18 +79,18 @@ def main() -> int:
         reg = start_registry(base / "registry")
         ref = reg.ref("bench/big", "1")
         push(layout, "latest", ref)
-        shutil.rmtree(base / "build")
-        podman = Podman(base) if Podman.available() else None
+        # (the build dir goes with the rest at the end: see below)
         times: dict[str, list[float]] = {"pyctr pull": [], "skopeo copy + umoci unpack": [],
                                          "skopeo copy": [], "umoci unpack": []}
-        if podman is not None:
+        if Podman.available():
             times["podman pull"] = []
         env = {**os.environ, "PYCTR_NO_DAEMON": "1"}
+        # every round writes into new directories, and nothing is deleted until the
+        # end: a deletion (with the disk's online discard) would slow whoever runs next
         for i in range(args.runs):
             root = base / f"pyctr-{i}"
             times["pyctr pull"].append(timed([PYCTR, "--root", str(root), "--run-dir",
                                               str(base / "run"), "pull", "-q", ref], env))
-            shutil.rmtree(root)
             oci, bundle = base / f"oci-{i}", base / f"bundle-{i}"
             a = timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
                        f"oci:{oci}:latest"])
@@ -98,12 +99,10 @@ def main() -> int:
             times["skopeo copy"].append(a)
             times["umoci unpack"].append(b)
             times["skopeo copy + umoci unpack"].append(a + b)
-            shutil.rmtree(oci)
-            shutil.rmtree(bundle)
-            if podman is not None:
-                times["podman pull"].append(timed(podman.cmd("pull", "-q", "--tls-verify=false",
-                                                             ref), podman.env))
-                podman("rmi", "-a", "-f")
+            if "podman pull" in times:
+                podmen.append(Podman(base / f"podman-{i}"))
+                times["podman pull"].append(timed(podmen[-1].cmd(
+                    "pull", "-q", "--tls-verify=false", ref), podmen[-1].env))
         med = {k: statistics.median(v) for k, v in times.items()}
         out["median_s"] = med
         out["runs"] = times
@@ -113,7 +112,7 @@ def main() -> int:
     finally:
         if reg is not None:
             reg.stop()
-        if "podman" in locals() and podman is not None:
+        for podman in podmen:
             podman.cleanup()
         shutil.rmtree(base, ignore_errors=True)
     machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, " \

@@ -45,9 +45,11 @@ def ls(engine, quiet, format_) -> None:
 
 
 @network.command()
+@click.option("-f", "--format", "format_", metavar="TEMPLATE",
+              help="Print this for each network: {{.IPAM.Config}}, {{json .Containers}} …")
 @click.argument("names", nargs=-1, required=True)
 @click.pass_obj
-def inspect(engine, names) -> None:
+def inspect(engine, format_, names) -> None:
     """Show networks as JSON, with the containers on them."""
 
     store = engine.networks
@@ -64,7 +66,11 @@ def inspect(engine, names) -> None:
                              if net.subnet else []},
                     "Options": {"bridge.name": net.bridge} if net.bridge else {},
                     "Containers": containers})
-    fmt.print_json(out)
+    if format_:
+        for item in out:
+            click.echo(fmt.template(format_, item))
+    else:
+        fmt.print_json(out)
 
 
 @network.command()

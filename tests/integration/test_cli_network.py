@@ -134,6 +134,9 @@ def test_thirty_parallel_containers_get_distinct_addresses(pyctr, net):
 
 def test_ip_flag_and_a_taken_ip(pyctr, net, name):
     subnet = json.loads(pyctr.ok("network", "inspect", net))[0]["IPAM"]["Config"][0]["Subnet"]
+    assert pyctr.ok("network", "inspect", "-f", "{{json .IPAM.Config}} {{.Driver}}", net) \
+        .startswith(f'[{{"Subnet": "{subnet}", ') and \
+        pyctr.ok("network", "inspect", "-f", "{{.Driver}}", net) == "bridge\n"
     want = subnet.split("/")[0].rsplit(".", 1)[0] + ".77"
     proc = pyctr.start(name, "--network", net, "--ip", want, "busybox", "sleep", "30")
     try:

@@ -85,12 +85,13 @@ def main() -> int:
         if Podman.available():
             times["podman pull"] = []
         env = {**os.environ, "PYCTR_NO_DAEMON": "1"}
-        # every round writes into new directories, and nothing is deleted until the
-        # end: a deletion (with the disk's online discard) would slow whoever runs next
-        for i in range(args.runs):
-            root = base / f"pyctr-{i}"
-            times["pyctr pull"].append(timed([PYCTR, "--root", str(root), "--run-dir",
-                                              str(base / "run"), "pull", "-q", ref], env))
+
+        def run_pyctr(i: int) -> None:
+            times["pyctr pull"].append(timed([PYCTR, "--root", str(base / f"pyctr-{i}"),
+                                              "--run-dir", str(base / "run"), "pull", "-q",
+                                              ref], env))
+
+        def run_skopeo_umoci(i: int) -> None:
             oci, bundle = base / f"oci-{i}", base / f"bundle-{i}"
             a = timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
                        f"oci:{oci}:latest"])
@@ -99,10 +100,21 @@ def main() -> int:
             times["skopeo copy"].append(a)
             times["umoci unpack"].append(b)
             times["skopeo copy + umoci unpack"].append(a + b)
-            if "podman pull" in times:
-                podmen.append(Podman(base / f"podman-{i}"))
-                times["podman pull"].append(timed(podmen[-1].cmd(
-                    "pull", "-q", "--tls-verify=false", ref), podmen[-1].env))
+
+        def run_podman(i: int) -> None:
+            podmen.append(Podman(base / f"podman-{i}"))
+            times["podman pull"].append(timed(podmen[-1].cmd(
+                "pull", "-q", "--tls-verify=false", ref), podmen[-1].env))
+
+        tools = [run_pyctr, run_skopeo_umoci] + ([run_podman] if "podman pull" in times else [])
+        # what this disk did just before (a deletion above all: ext4 then searches
+        # longer for free inodes) weighs on whoever runs next: wait it out first, and
+        # let each tool go first in turn; every round writes into new directories and
+        # nothing is deleted until the end
+        time.sleep(30)
+        for i in range(args.runs):
+            for k in range(len(tools)):
+                tools[(i + k) % len(tools)](i)
         med = {k: statistics.median(v) for k, v in times.items()}
         out["median_s"] = med
         out["runs"] = times

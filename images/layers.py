@@ -73,10 +73,16 @@ class BlobWriter:
     def write(self, data: bytes) -> None:
         self.file.write(data)
 
-    def commit(self, blobs: Path, got: str, expected: str | None, what: str) -> str:
-        """Rename into ``blobs`` if ``got`` is ``expected``; otherwise delete and raise."""
+    def commit(self, blobs: Path, got: str, expected: str | None, what: str,
+               synced: bool = False) -> str:
+        """Rename into ``blobs`` if ``got`` is ``expected``; otherwise delete and raise.
+
+        ``synced``: the caller has synced the whole filesystem since the last
+        write (a layer's syncfs), so no fsync of its own is needed.
+        """
         self.file.flush()
-        os.fsync(self.file.fileno())
+        if not synced:
+            os.fsync(self.file.fileno())
         self.file.close()
         if expected is not None and got != expected:
             self.discard()
@@ -122,14 +128,20 @@ def _verified_media_type(dirs: StoreDirs, digest: str | None, diff_id: str) -> s
         return None
 
 
-def _check(w: BlobWriter, dirs: StoreDirs, src: LayerSource, packed: HashingReader,
-           plain: HashingReader, diff_id: str | None, what: str) -> str:
-    """Commit the blob once both digests are right: the blob's first, then the diff_id."""
+def _verify(w: BlobWriter, dirs: StoreDirs, src: LayerSource, packed: HashingReader,
+            plain: HashingReader, diff_id: str | None, what: str) -> None:
+    """Both digests right, or raise: the blob's first, then the diff_id."""
     if src.digest is not None and packed.digest != src.digest:
         w.commit(dirs.blobs, packed.digest, src.digest, what)  # raises
     if diff_id is not None and plain.digest != diff_id:
         raise ImageError(f"diff_id mismatch for {what}: expected {diff_id}, got {plain.digest}",
                          hint="the uncompressed layer is not the one the image config names")
+
+
+def _check(w: BlobWriter, dirs: StoreDirs, src: LayerSource, packed: HashingReader,
+           plain: HashingReader, diff_id: str | None, what: str) -> str:
+    """Commit the blob once both digests are right."""
+    _verify(w, dirs, src, packed, plain, diff_id, what)
     return w.commit(dirs.blobs, packed.digest, src.digest, what)
 
 
@@ -210,15 +222,18 @@ def ingest_layer(dirs: StoreDirs, src: LayerSource, diff_id: str | None,
                 _blame_the_digest(packed, src.digest, label)
                 raise
             packed.drain()
-        digest = _check(w, dirs, src, packed, plain, diff_id, f"layer {src.digest or label}")
-        diff_id = plain.digest
+        what = f"layer {src.digest or label}"
+        _verify(w, dirs, src, packed, plain, diff_id, what)
+        digest, diff_id = packed.digest, plain.digest
         final = dirs.layer_dir(diff_id)
         (tmpdir / "size").write_text(str(unpacked))
         _record_verified(tmpdir, digest, MEDIA_TYPES[kind])
         link = short_id()
         (tmpdir / "link").write_text(link)
         (dirs.layers / "l" / link).symlink_to(f"../{_hex(diff_id)}/diff")
-        _syncfs(tmpdir)
+        w.file.flush()
+        _syncfs(tmpdir)  # one sync for the layer's files and its blob, before either is named
+        w.commit(dirs.blobs, digest, src.digest, what, synced=True)
         try:
             os.rename(tmpdir, final)
             link = None

@@ -48,6 +48,8 @@ def parse_globals(argv: list[str]) -> tuple[dict, str | None]:
 def main() -> None:
     argv = sys.argv
     opts, verb = parse_globals(argv[1:])
+    if verb == "system" and argv[argv.index(verb) + 1:argv.index(verb) + 2] == ["stop-daemon"]:
+        verb = None  # stopping the daemon must not start one first
     if verb is not None and verb not in _LOCAL and "--no-daemon" not in opts \
             and os.environ.get("PYCTR_NO_DAEMON") != "1" and os.geteuid() == 0:
         run_dir = opts.get("--run-dir") or os.environ.get("PYCTR_RUN_DIR") or "/run/pyctr"

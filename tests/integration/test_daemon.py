@@ -122,6 +122,11 @@ def test_the_cli_starts_the_daemon_once_and_says_so(tmp_path, busybox_tar):
         assert r.returncode == 0, r.stderr
     assert not (p.run_dir / "pyctrd.sock").exists()
     assert until(lambda: not alive(pid))
+    again = subprocess.run(p.argv("system", "stop-daemon"), env=env, capture_output=True,
+                           text=True, check=False)  # none runs: it says so, and starts none
+    assert again.returncode == 0 and "started the daemon" not in again.stderr
+    assert f"pyctrd is not running for {p.run_dir}" in again.stderr
+    assert not (p.run_dir / "pyctrd.sock").exists()
 
 
 def test_a_second_daemon_for_one_run_dir_is_refused(pyctr_session):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -40,10 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "bench"))
 from bench_run import (
+    host_facts,
     pyctr_parents,
-    remove_bench_cgroups,
-    remove_new_pyctr_parents,
     runc_bundle,
+    tidy,
     time_cmd,
 )
 from make_busybox_rootfs import make_rootfs
@@ -144,12 +143,7 @@ def main() -> int:
                 elif i:
                     times[row].append(dt)
     finally:
-        try:
-            remove_bench_cgroups()
-            remove_new_pyctr_parents(parents_before)
-        except OSError as exc:
-            print(f"warning: could not remove bench cgroups: {exc}", file=sys.stderr)
-        shutil.rmtree(base, ignore_errors=True)
+        tidy(parents_before, base)
 
     results: dict[str, dict] = {}
     for row, ts in times.items():
@@ -164,8 +158,7 @@ def main() -> int:
             r["added_ms"] = r["median_ms"] - w["median_ms"]
             r["ratio"] = r["median_ms"] / w["median_ms"]
 
-    machine = (f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-               f"kernel {platform.release()}")
+    machine = host_facts()
     print(f"cgroup set-up cost, start-to-exit of `true` in busybox, {args.n} interleaved "
           f"rounds, {machine}")
     print(f"{'':20} {'median':>9} {'min':>9} {'added':>9} {'ratio':>7}")

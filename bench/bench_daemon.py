@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,13 +35,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_run import (
     PYCTR,
+    host_facts,
     make_rootfs,
     pyctr_parents,
-    remove_bench_cgroups,
-    remove_new_pyctr_parents,
     runc_bundle,
     start_pyctrd,
     stop_pyctrd,
+    tidy,
     with_cgroup,
 )
 from podman import Podman
@@ -280,15 +279,9 @@ def main() -> int:
             stop_pyctrd(daemon)
         if podman is not None:
             podman.cleanup()
-        try:
-            remove_bench_cgroups()
-            remove_new_pyctr_parents(parents_before)
-        except OSError as exc:
-            print(f"warning: could not remove bench cgroups: {exc}", file=sys.stderr)
-        shutil.rmtree(base, ignore_errors=True)
+        tidy(parents_before, base)
 
-    machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, " \
-              f"kernel {platform.release()}"
+    machine = host_facts()
     print(f"pyctr's daemon, {machine}")
     print(json.dumps(out, indent=2))
     if args.json:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from bench_import import build_layout
-from bench_run import PYCTR
+from bench_run import PYCTR, host_facts
 from podman import Podman
 
 from tests.integration.registry import push, start_registry
@@ -127,8 +126,7 @@ def main() -> int:
         for podman in podmen:
             podman.cleanup()
         shutil.rmtree(base, ignore_errors=True)
-    machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, " \
-              f"kernel {platform.release()}"
+    machine = host_facts()
     print(f"pull with unpack from a local registry, {machine}")
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=2))
     if args.json:

@@ -57,31 +57,15 @@ def with_cgroup(bundle: Path, path: str) -> None:
 
 def start_pyctrd(root: Path, run_dir: Path) -> subprocess.Popen:
     """A pyctrd for the benchmark's own root; returns once its socket answers."""
-    import socket
+    from pyctr.daemon import spawn
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "pyctrd"), "--root", str(root),
-                             "--run-dir", str(run_dir), "--log-file",
-                             str(run_dir / "pyctrd.log")], stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(run_dir / "pyctrd.sock"))
-                return proc
-            except OSError:
-                time.sleep(0.02)
-    proc.kill()
-    raise RuntimeError(f"pyctrd did not start: see {run_dir}/pyctrd.log")
+    return spawn(root, run_dir)
 
 
 def stop_pyctrd(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    from pyctr.daemon import end
+
+    end(proc)
 
 
 def time_cmd(argv: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
@@ -103,6 +87,22 @@ def remove_new_pyctr_parents(before: set[Path]) -> None:
             parent.rmdir()
         except OSError:
             pass  # not empty: a container outside the benchmark uses it
+
+
+def host_facts() -> str:
+    """What the figures were measured on, for the report's first line."""
+    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+            f"kernel {platform.release()}")
+
+
+def tidy(parents_before: set[Path], base: Path) -> None:
+    """The end of every benchmark: its cgroups, the pyctr parents it made, its dir."""
+    try:
+        remove_bench_cgroups()
+        remove_new_pyctr_parents(parents_before)
+    except OSError as exc:
+        print(f"warning: could not remove bench cgroups: {exc}", file=sys.stderr)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def remove_bench_cgroups() -> None:
@@ -172,15 +172,9 @@ def main() -> int:
     finally:
         if daemon is not None:
             stop_pyctrd(daemon)
-        try:
-            remove_bench_cgroups()
-            remove_new_pyctr_parents(parents_before)
-        except OSError as exc:
-            print(f"warning: could not remove bench cgroups: {exc}", file=sys.stderr)
-        shutil.rmtree(base, ignore_errors=True)
+        tidy(parents_before, base)
 
-    machine = f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, " \
-              f"kernel {platform.release()}"
+    machine = host_facts()
     print(f"start-to-exit of `true` in a busybox container, {args.n} rounds, {machine}")
     print(f"{'tool':18} {'median':>10} {'min':>10}  vs runc")
     runc = results.get("runc", {}).get("median_ms")

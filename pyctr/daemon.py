@@ -83,6 +83,43 @@ def stop(run_dir: Path | str, pid: int, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+def spawn(root: Path | str, run_dir: Path | str, timeout: float = 30.0):
+    """Start pyctrd for ``root`` as a child of the caller (a test session, a benchmark) and
+    return its Popen once its socket answers; RuntimeError with its log otherwise.  End it
+    with ``end``.  (The CLI starts a detached one instead: cli/entry.py.)"""
+    import subprocess
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file = run_dir / LOG_NAME
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "pyctrd"), "--root", str(root),
+                             "--run-dir", str(run_dir), "--log-file", str(log_file)],
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(socket_path(run_dir)))
+                return proc
+            except OSError:
+                time.sleep(0.02)
+    end(proc)
+    text = log_file.read_text() if log_file.exists() else "(no log)"
+    raise RuntimeError(f"pyctrd for {root} did not start:\n{text[-2000:]}")
+
+
+def end(proc) -> None:
+    """Stop a pyctrd started by ``spawn`` (SIGTERM, then SIGKILL after 20 s) and reap it."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def set_title(title: str) -> None:
     """What ps shows for a fork of the daemon (a worker, a shim), instead of pyctrd's argv."""
     try:

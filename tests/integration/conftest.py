@@ -159,34 +159,15 @@ def pyctr_session(busybox_tar) -> Pyctr:
 
 def start_daemon(p: Pyctr) -> subprocess.Popen:
     """pyctrd for the root of ``p``; returns once its socket answers."""
-    import socket
+    from pyctr.daemon import spawn
 
-    p.run_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "pyctrd"), "--root", str(p.root),
-                             "--run-dir", str(p.run_dir), "--log-file",
-                             str(p.run_dir / "pyctrd.log")], stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(str(p.run_dir / "pyctrd.sock"))
-                return proc
-            except OSError:
-                pass
-        if proc.poll() is not None:
-            raise AssertionError(f"pyctrd exited: {(p.run_dir / 'pyctrd.log').read_text()}")
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("pyctrd never answered")
+    return spawn(p.root, p.run_dir)
 
 
 def stop_daemon(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    from pyctr.daemon import end
+
+    end(proc)
 
 
 @pytest.fixture

@@ -272,15 +272,20 @@ def test_run_pulls_a_missing_image_and_never_means_never(fresh, registry):
     assert "Pull complete" in r.stderr  # progress goes to stderr, the output is the container's
 
 
-@pytest.fixture(scope="module")
-def basic_registry(tmp_path_factory, images):
-    reg = start_registry(tmp_path_factory.mktemp("basic"), auth="htpasswd", users=USERS)
+def _authed_registry(tmp_path_factory, images, auth: str, repos: list[str]):
+    """A registry with ``auth``, the 3-layer image pushed (as alice) to each of ``repos``."""
+    reg = start_registry(tmp_path_factory.mktemp(auth), auth=auth, users=USERS)
     try:
-        push(images["three"]["layout"], "1", reg.ref("private/three", "1"),
-             creds="alice:wonderland")
+        for repo in repos:
+            push(images["three"]["layout"], "1", reg.ref(repo, "1"), creds="alice:wonderland")
         yield reg
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="module")
+def basic_registry(tmp_path_factory, images):
+    yield from _authed_registry(tmp_path_factory, images, "htpasswd", ["private/three"])
 
 
 def _env(tmp_path) -> dict:
@@ -314,15 +319,8 @@ def test_basic_auth_login_pull_logout(fresh, basic_registry, tmp_path):
 
 @pytest.fixture(scope="module")
 def token_registry(tmp_path_factory, images):
-    reg = start_registry(tmp_path_factory.mktemp("token"), auth="token", users=USERS)
-    try:
-        push(images["three"]["layout"], "1", reg.ref("public/three", "1"),
-             creds="alice:wonderland")
-        push(images["three"]["layout"], "1", reg.ref("private/three", "1"),
-             creds="alice:wonderland")
-        yield reg
-    finally:
-        reg.stop()
+    yield from _authed_registry(tmp_path_factory, images, "token",
+                                ["public/three", "private/three"])
 
 
 def test_token_auth_anonymous_and_with_credentials(fresh, token_registry, tmp_path):

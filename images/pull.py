@@ -178,8 +178,6 @@ def _fetch_manifest(reg: registry.Registry, path: str, ref: str, scope: str,
 class PullResult:
     image: Image
     digest: str  # what the reference named: the index's digest for a multi-platform image
-    fetched: int  # layers downloaded
-    reused: int  # layers already in the store
     up_to_date: bool  # the name already pointed at this image
 
 
@@ -256,8 +254,7 @@ def pull(store: ImageStore, text: str, *, platform: str | None = None,
     for s in sources:
         if s.key not in reused:
             progress.state(short(s.digest), "Pull complete")
-    return PullResult(image, top, len({s.key for s in sources} - reused), len(reused),
-                      up_to_date=before == image.manifest_digest)
+    return PullResult(image, top, up_to_date=before == image.manifest_digest)
 
 
 def _named(store: ImageStore, name: str) -> str | None:

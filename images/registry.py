@@ -157,7 +157,6 @@ class Registry:
         self._lock = threading.Lock()
         self._tokens: dict[str, str] = {}  # scope → bearer token
         self._challenge: Challenge | None = None
-        self.requests = 0  # how many HTTP requests this made (tests and -v)
 
     # -- connections ----------------------------------------------------------
     def _connection(self, scheme: str, host: str, fresh: bool) -> http.client.HTTPConnection:
@@ -213,7 +212,6 @@ class Registry:
                 self._drop(u.scheme, u.netloc)
                 conn.close()
                 raise
-            self.requests += 1
             return Response(conn, resp, url)
         raise AssertionError("unreachable")
 

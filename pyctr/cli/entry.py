@@ -25,6 +25,12 @@ FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SI
 
 def parse_globals(argv: list[str]) -> tuple[dict, str | None]:
     """The global options given before the verb, and the verb (None for --help etc.)."""
+    opts, verb, _ = split_argv(argv)
+    return opts, verb
+
+
+def split_argv(argv: list[str]) -> tuple[dict, str | None, list[str]]:
+    """parse_globals, and the words after the verb."""
     opts: dict = {}
     i = 0
     while i < len(argv):
@@ -38,17 +44,17 @@ def parse_globals(argv: list[str]) -> tuple[dict, str | None]:
         elif arg in ("--no-daemon", "--debug"):
             opts[arg] = True
         elif arg.startswith("-"):
-            return opts, None  # --help, --version, a typo: click answers those
+            return opts, None, argv[i:]  # --help, --version, a typo: click answers those
         else:
-            return opts, arg
+            return opts, arg, argv[i + 1:]
         i += 1
-    return opts, None
+    return opts, None, []
 
 
 def main() -> None:
     argv = sys.argv
-    opts, verb = parse_globals(argv[1:])
-    if verb == "system" and argv[argv.index(verb) + 1:argv.index(verb) + 2] == ["stop-daemon"]:
+    opts, verb, rest = split_argv(argv[1:])
+    if verb == "system" and rest[:1] == ["stop-daemon"]:
         verb = None  # stopping the daemon must not start one first
     if verb is not None and verb not in _LOCAL and "--no-daemon" not in opts \
             and os.environ.get("PYCTR_NO_DAEMON") != "1" and os.geteuid() == 0:

@@ -103,14 +103,20 @@ def run_tar(tars: list[Path], dest: Path) -> None:
         subprocess.run(["tar", "-xzf", str(t), "-C", str(d)], check=True)
 
 
-def measure(fn, work: Path, runs: int) -> list[float]:
-    times = []
+def measure(tools: dict, work: Path, runs: int) -> dict[str, list[float]]:
+    """Each tool ``runs`` times, each first in turn, into new dirs after a sync; nothing
+    is deleted until the end (a deletion makes ext4's next file creations slower, and
+    would weigh on whoever ran next)."""
+    names = list(tools)
+    times: dict[str, list[float]] = {n: [] for n in names}
     for i in range(runs):
-        dest = work / f"out-{i}"
-        t0 = time.perf_counter()
-        fn(dest)
-        times.append(time.perf_counter() - t0)
-        shutil.rmtree(dest)
+        for k in range(len(names)):
+            name = names[(i + k) % len(names)]
+            subprocess.run(["sync"], check=False)
+            time.sleep(0.5)
+            t0 = time.perf_counter()
+            tools[name](work / f"out-{name.split()[0]}-{i}")
+            times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -131,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(1):  # warm the page cache for everyone
             run_tar(tars, work / "warm")
             shutil.rmtree(work / "warm")
-        for name, fn in tools.items():
-            times = measure(fn, work, args.runs)
+        time.sleep(30)  # what the disk did just before (the build, the warm-up) settles
+        for name, times in measure(tools, work, args.runs).items():
             results[name] = {"median_s": statistics.median(times), "runs": times}
     base = results["tar -xzf"]["median_s"]
     for r in results.values():

@@ -40,6 +40,8 @@ from typing import BinaryIO
 
 from pyctr.errors import ImageError
 
+from .tarstream import TarReader
+
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -49,7 +51,6 @@ XATTR_ALLOWED = ("security.capability", "system.posix_acl_access", "system.posix
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_CACHED_DIRS = 256
-_COPY_CHUNK = 1 << 20
 
 
 def _in_layer(layer: str | None) -> str:
@@ -118,7 +119,12 @@ class _Unpacker:
         self.root_fd = os.open(dest, _DIR_FLAGS)
         self.dirs: dict[tuple[str, ...], int] = {(): self.root_fd}
         self.dir_times: list[tuple[tuple[str, ...], int]] = []
-        self.privileged = os.geteuid() == 0
+        self.uid, self.gid = os.geteuid(), os.getegid()
+        self.privileged = self.uid == 0
+        self.umask = _umask()
+        # dirs whose new entries take the dir's group (setgid), not ours
+        self.sgid: set[tuple[str, ...]] = {()} if os.fstat(self.root_fd).st_mode & stat.S_ISGID \
+            else set()
         self.size = 0
 
     def close(self) -> None:
@@ -154,6 +160,8 @@ class _Unpacker:
                 return None
             os.mkdir(name, 0o755, dir_fd=parent)  # implied parent, as tar does
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            if parts[:-1] in self.sgid:
+                self.sgid.add(parts)  # the kernel passes setgid down to new dirs
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
@@ -214,8 +222,30 @@ class _Unpacker:
         os.fchmod(fd, member.mode & 0o7777)
         self._xattrs(member, fd, user_ok=True)  # only dirs and regular files come here
 
+    def _meta_new_file(self, fd: int, member: tarfile.TarInfo, parent: tuple[str, ...]) -> None:
+        """_meta_fd for a file just created with ``member.mode & 0o777``: most files need
+        neither a chown (root's file, in a dir without setgid) nor a chmod (no special
+        bits, none taken by the umask), and a layer is mostly files."""
+        mode = member.mode & 0o7777
+        if (member.uid, member.gid) != (self.uid, self.gid) or parent in self.sgid:
+            self._chown(os.fchown, fd, member.uid, member.gid)
+        if mode & 0o7000 or mode & self.umask:
+            os.fchmod(fd, mode)
+        if member.pax_headers:
+            self._xattrs(member, fd, user_ok=True)
+
+    def _make(self, parts: tuple[str, ...], pfd: int, make, *args, **kw):
+        """``make(*args, **kw)`` creates ``parts``; whatever is there already is replaced
+        (a later entry wins, a non-dir over a dir included, as OCI says).  Trying first
+        costs nothing when the name is free, which it nearly always is."""
+        try:
+            return make(*args, **kw)
+        except FileExistsError:
+            self._remove(parts, pfd, self._lstat(parts[-1], pfd))
+            return make(*args, **kw)
+
     # -- entries ----------------------------------------------------------
-    def apply(self, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def apply(self, tar: TarReader, member: tarfile.TarInfo) -> None:
         self._evict()
         parts = entry_components(member.name, self.layer)
         if not parts:
@@ -232,47 +262,48 @@ class _Unpacker:
             self._whiteout(parts, pfd, hidden, member)
             return
         base = parts[-1]
-        existing = self._lstat(base, pfd)
         mtime = int(member.mtime * 1e9)
         if member.isdir():
-            if existing is None or not stat.S_ISDIR(existing.st_mode):
-                self._remove(parts, pfd, existing)
+            try:
                 os.mkdir(base, 0o700, dir_fd=pfd)
+            except FileExistsError:
+                existing = self._lstat(base, pfd)
+                if existing is None or not stat.S_ISDIR(existing.st_mode):
+                    self._remove(parts, pfd, existing)
+                    os.mkdir(base, 0o700, dir_fd=pfd)
             fd = self.dir_fd(parts, member.name)
             assert fd is not None
             self._meta_fd(fd, member)
+            if member.mode & stat.S_ISGID:
+                self.sgid.add(parts)
+            else:
+                self.sgid.discard(parts)
             self.dir_times.append((parts, mtime))
         elif member.isreg():
-            self._remove(parts, pfd, existing)
-            fd = os.open(base, _FILE_FLAGS, 0o600, dir_fd=pfd)
+            fd = self._make(parts, pfd, os.open, base, _FILE_FLAGS, member.mode & 0o777,
+                            dir_fd=pfd)
             try:
-                src = tf.extractfile(member)
-                assert src is not None
-                while True:
-                    data = src.read(_COPY_CHUNK)
-                    if not data:
-                        break
+                for data in tar.data():  # views of the stream's chunks: no copy
                     while data:
                         data = data[os.write(fd, data):]
-                self._meta_fd(fd, member)
+                self._meta_new_file(fd, member, parts[:-1])
                 os.utime(fd, ns=(mtime, mtime))
             finally:
                 os.close(fd)
             self.size += member.size
         elif member.issym():
-            self._remove(parts, pfd, existing)
-            os.symlink(member.linkname, base, dir_fd=pfd)  # target kept as is
+            self._make(parts, pfd, os.symlink, member.linkname, base, dir_fd=pfd)  # target as is
             self._chown(os.chown, base, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
             # no xattrs: the kernel takes neither user.* nor ACLs on a symlink
             os.utime(base, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
         elif member.islnk():
-            self._hardlink(parts, pfd, existing, member)
+            self._hardlink(parts, pfd, member)
         elif member.ischr() or member.isblk() or member.isfifo():
-            self._remove(parts, pfd, existing)
             kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK if member.isblk() \
                 else stat.S_IFIFO
-            os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor)
-                     if not member.isfifo() else 0, dir_fd=pfd)
+            self._make(parts, pfd, os.mknod, base, kind | 0o600,
+                       os.makedev(member.devmajor, member.devminor) if not member.isfifo() else 0,
+                       dir_fd=pfd)
             self._chown(os.chown, base, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
             os.chmod(base, member.mode & 0o7777, dir_fd=pfd)  # we just made it: not a symlink
             self._xattrs(member, f"/proc/self/fd/{pfd}/{base}", user_ok=False)
@@ -282,8 +313,7 @@ class _Unpacker:
                              f"{_in_layer(self.layer)}", path=self.layer,
                              hint="layers hold files, dirs, links, devices and fifos only")
 
-    def _hardlink(self, parts: tuple[str, ...], pfd: int, existing: os.stat_result | None,
-                  member: tarfile.TarInfo) -> None:
+    def _hardlink(self, parts: tuple[str, ...], pfd: int, member: tarfile.TarInfo) -> None:
         target = hardlink_components(member.name, member.linkname, self.layer)
         tfd = self.dir_fd(target[:-1], member.name, create=False)
         tst = self._lstat(target[-1], tfd) if tfd is not None else None
@@ -295,10 +325,15 @@ class _Unpacker:
             raise ImageError(f'invalid hardlink: entry "{member.name}" links to directory '
                              f'"{member.linkname}"{_in_layer(self.layer)}', path=self.layer,
                              hint="the image is malformed")
-        if existing is not None and (existing.st_ino, existing.st_dev) == (tst.st_ino, tst.st_dev):
-            return
-        self._remove(parts, pfd, existing)
-        os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        try:
+            os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        except FileExistsError:
+            existing = self._lstat(parts[-1], pfd)
+            if existing is not None and \
+                    (existing.st_ino, existing.st_dev) == (tst.st_ino, tst.st_dev):
+                return  # already this file
+            self._remove(parts, pfd, existing)
+            os.link(target[-1], parts[-1], src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
 
     def _whiteout(self, parts: tuple[str, ...], pfd: int, hidden: str,
                   member: tarfile.TarInfo) -> None:
@@ -327,6 +362,18 @@ class _Unpacker:
                 os.utime(fd, ns=(mtime, mtime))
 
 
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask sets it, for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: every mode is set explicitly
+
+
 def unpack_layer(stream: BinaryIO, dest: Path, *, layer: str | None = None) -> int:
     """Unpack one plain layer tar into ``dest``; return the bytes of its files.
 
@@ -337,13 +384,10 @@ def unpack_layer(stream: BinaryIO, dest: Path, *, layer: str | None = None) -> i
     dest.mkdir(mode=0o755, parents=True, exist_ok=True)
     unpacker = _Unpacker(dest, layer)
     try:
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 16) as tf:
-            for member in tf:
-                unpacker.apply(tf, member)
+        tar = TarReader(stream, layer)
+        for member in tar:
+            unpacker.apply(tar, member)
         unpacker.finish()
-    except tarfile.TarError as exc:
-        raise ImageError(f"invalid layer tar: {exc}{_in_layer(layer)}", path=layer,
-                         hint="the layer is not a tar archive or is truncated") from None
     finally:
         unpacker.close()
     return unpacker.size

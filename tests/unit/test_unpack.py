@@ -220,6 +220,48 @@ def test_metadata_is_preserved(tmp_path):
 
 
 @pytest.mark.root
+def test_modes_and_owners_of_new_files_whatever_the_umask_and_setgid_dirs(tmp_path):
+    """A new file is made with its mode and chowned only when it must be: these are the
+    cases where skipping would be wrong (a umask taking bits, a setgid dir's group)."""
+    data = make_tar(
+        ("shared", "dir", {"mode": 0o2775, "gid": 50}),
+        ("shared/root-file", "file", {"mode": 0o664}),  # would take the dir's group 50
+        ("shared/sub/implied", "file", {"mode": 0o644}),  # sub/ inherits setgid
+        ("plain", "dir"),
+        ("plain/open", "file", {"mode": 0o666}),  # the umask below would take 0o022
+        ("plain/exec", "file", {"mode": 0o755}),
+        ("plain/sticky", "file", {"mode": 0o1644}),
+    )
+    old = os.umask(0o077)
+    try:
+        dest = unpack(tmp_path, data)
+    finally:
+        os.umask(old)
+
+    def owner_mode(rel: str) -> tuple[int, int, int]:
+        st = os.lstat(dest / rel)
+        return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+    assert owner_mode("shared") == (0, 50, 0o2775)
+    assert owner_mode("shared/root-file") == (0, 0, 0o664)
+    assert os.lstat(dest / "shared/sub").st_mode & stat.S_ISGID  # the kernel's doing
+    assert owner_mode("shared/sub/implied") == (0, 0, 0o644)
+    assert owner_mode("plain/open") == (0, 0, 0o666)
+    assert owner_mode("plain/exec") == (0, 0, 0o755)
+    assert owner_mode("plain/sticky") == (0, 0, 0o1644)
+
+
+@pytest.mark.root
+def test_a_hardlink_replaces_what_is_there_unless_it_is_the_same_file(tmp_path):
+    data = make_tar(("a", "file", {"data": b"target"}), ("b", "file", {"data": b"old"}),
+                    ("b", "link", {"to": "a"}), ("c", "link", {"to": "a"}),
+                    ("c", "link", {"to": "a"}))
+    dest = unpack(tmp_path, data)
+    ino = os.lstat(dest / "a").st_ino
+    assert os.lstat(dest / "b").st_ino == ino and (dest / "b").read_bytes() == b"target"
+    assert os.lstat(dest / "c").st_ino == ino and os.lstat(dest / "a").st_nlink == 3
+
+
+@pytest.mark.root
 def test_later_entries_replace_earlier_ones(tmp_path):
     data = make_tar(("a", "dir"), ("a/inner", "file"), ("a", "file", {"data": b"now a file"}),
                     ("b", "file"), ("b", "dir"), ("c", "file"), ("c", "sym", {"to": "b"}))

@@ -14,6 +14,8 @@ when a zstd stream is met.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import zlib
 from typing import BinaryIO
 
@@ -256,3 +258,69 @@ class HashingReader:
     @property
     def digest(self) -> str:
         return "sha256:" + self.hash.hexdigest()
+
+
+class ReadAhead:
+    """Read ``stream`` in a thread of its own, a few chunks ahead of the reader.
+
+    A layer is two jobs: download, hash, decompress and hash again (all of
+    it in C, without the GIL), then parse the tar and write the files (much
+    of it Python).  With the first in this thread and the second in the
+    caller's, one layer keeps two cores busy.  ``read`` hands out each chunk
+    as it came (it may return less than asked, like a raw read); an
+    exception in the thread is raised by the ``read`` that reaches it.
+    Closing stops the thread (it ends at its next chunk) and waits for it.
+    """
+
+    def __init__(self, stream: BinaryIO, depth: int = 8) -> None:
+        self.stream = stream
+        self.chunks: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.buf = memoryview(b"")
+        self.eof = False
+        self.thread = threading.Thread(target=self._run, name="read-ahead", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                data = self.stream.read(CHUNK)
+                self.chunks.put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
+            self.chunks.put(exc)
+
+    def read(self, n: int = -1) -> bytes | memoryview:
+        if not self.buf and not self.eof:
+            item = self.chunks.get()
+            if isinstance(item, BaseException):
+                self.eof = True
+                raise item
+            self.eof = not item
+            self.buf = memoryview(item)
+        if n < 0 or n >= len(self.buf):
+            out, self.buf = self.buf, memoryview(b"")
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def drain(self) -> None:
+        """Read to the end: the thread's hashes then cover the whole stream."""
+        while self.read(CHUNK):
+            pass
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():
+            try:  # make room: a thread blocked on a full queue sees the stop
+                self.chunks.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self.thread.join()
+
+    def __enter__(self) -> ReadAhead:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

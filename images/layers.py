@@ -20,10 +20,7 @@ sweep what dead loads left (``sweep_tmp``).
 from __future__ import annotations
 
 import base64
-import errno
-import fcntl
 import hashlib
-import mmap
 import os
 import shutil
 import tempfile
@@ -33,6 +30,7 @@ from pathlib import Path
 from pyctr.errors import ImageError
 
 from .compress import HashingReader, ReadAhead, open_layer
+from .direct import DirectWriter
 from .layout import StoreDirs
 from .layout import hex_of as _hex
 from .sources import LayerSource
@@ -43,7 +41,6 @@ MEDIA_TYPES = {"plain": "application/vnd.oci.image.layer.v1.tar",
                "zstd": "application/vnd.oci.image.layer.v1.tar+zstd"}
 VERIFIED = "blobs"  # in a layer dir: the blobs verified to unpack to it
 _TMP_KINDS = ("layer", "blob", "gone", "archive")
-DIRECT_CHUNK = 1 << 20  # a BlobWriter's O_DIRECT writes: whole aligned MiBs
 
 
 def short_id() -> str:
@@ -70,67 +67,20 @@ class BlobWriter:
     """A temp file in the store that becomes a blob only once its digest is verified.
 
     A blob is written once and read back rarely (push, save): it is written
-    around the page cache (O_DIRECT) where the filesystem allows it.  That
-    spares the memory and the copy into the cache, which on a VM costs more
-    than the disk write (each new page is a fault in the hypervisor).
-    O_DIRECT wants aligned memory, lengths and offsets: data is gathered in
-    an mmap'd (page-aligned) buffer and written a whole buffer at a time; the
-    last partial buffer goes through the cache.  Where O_DIRECT is refused
-    (tmpfs, some FUSE), every write goes through the cache.
+    around the page cache where the filesystem allows it (direct.py).
     """
 
     def __init__(self, tmp: Path) -> None:
         fd, name = tempfile.mkstemp(dir=tmp, prefix=tmp_prefix("blob"))
         self.path = Path(name)
         self.fd = fd
-        self.buf: mmap.mmap | None = None
-        self.fill = 0
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
-            self.buf = mmap.mmap(-1, DIRECT_CHUNK)
-        except OSError:  # EINVAL: this filesystem takes no O_DIRECT
-            pass
+        self.out = DirectWriter(fd)
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view and self.buf is not None:
-            n = min(len(view), DIRECT_CHUNK - self.fill)
-            self.buf[self.fill:self.fill + n] = view[:n]
-            self.fill += n
-            view = view[n:]
-            if self.fill == DIRECT_CHUNK:
-                self._write_buffer()
-        if view:
-            _write_all(self.fd, view)
-
-    def _write_buffer(self) -> None:
-        assert self.buf is not None
-        try:
-            _write_all(self.fd, self.buf)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            self._buffered()  # the device wants a larger alignment: through the cache
-            _write_all(self.fd, self.buf)
-            self._close_buffer()
-        self.fill = 0
-
-    def _buffered(self) -> None:
-        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        self.out.write(data)
 
     def flush(self) -> None:
-        """Write what the buffer holds (the tail, not a whole aligned chunk) through the cache."""
-        if self.buf is not None and self.fill:
-            self._buffered()
-            with memoryview(self.buf) as view:
-                _write_all(self.fd, view[:self.fill])
-            self.fill = 0
-            self._close_buffer()
-
-    def _close_buffer(self) -> None:
-        if self.buf is not None:
-            self.buf.close()
-            self.buf = None
+        self.out.finish()
 
     def commit(self, blobs: Path, got: str, expected: str | None, what: str,
                synced: bool = False) -> str:
@@ -151,7 +101,7 @@ class BlobWriter:
         return got
 
     def _close(self) -> None:
-        self._close_buffer()
+        self.out.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -159,12 +109,6 @@ class BlobWriter:
     def discard(self) -> None:
         self._close()
         self.path.unlink(missing_ok=True)
-
-
-def _write_all(fd: int, data) -> None:
-    with memoryview(data) as view:
-        while view:
-            view = view[os.write(fd, view):]
 
 
 def write_blob(dirs: StoreDirs, data: bytes, expected: str | None = None,
@@ -343,10 +287,14 @@ def remove_layer(dirs: StoreDirs, diff_id: str) -> None:
 
 # -- what dead loads left behind --------------------------------------------------
 def _started(pid: int) -> float | None:
-    """When ``pid`` started (seconds since the epoch), None if it is gone."""
+    """When ``pid`` started (seconds since the epoch), None if it is gone (a zombie is:
+    it writes nothing more, and a reaper that never comes would keep its files forever)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+            fields = f.read().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":  # field 3: state
+            return None
+        ticks = int(fields[19])  # field 22: starttime
         with open("/proc/stat") as f:
             btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
     except (OSError, ValueError, IndexError, StopIteration):

@@ -118,8 +118,10 @@ class _RootfsTar:
 
 def _ingest(store: ImageStore, layer_srcs: list[LayerSource], diff_ids: list[str | None],
             workers: int | None = None, cancel: threading.Event | None = None,
-            ) -> list[layers.LayerInfo]:
-    """Ingest layers in threads (joined before returning: the caller may fork).
+            procs: bool = False, progress=None) -> list[layers.LayerInfo]:
+    """Ingest layers in threads (joined before returning: the caller may fork), or with
+    ``procs`` each in a child process (layerprocs.py: a pull's choice; ``progress``
+    shows what the children report).
 
     ``cancel`` (pull) is set when a layer fails or the caller is interrupted
     (Ctrl-C): the other downloads stop at their next read instead of
@@ -131,9 +133,17 @@ def _ingest(store: ImageStore, layer_srcs: list[LayerSource], diff_ids: list[str
     results: dict[str, layers.LayerInfo] = {}
     errors: list[BaseException] = []
     workers = max(1, min(len(unique), workers or min(os.cpu_count() or 1, 8)))
+    # the biggest first: the last layer to finish ends the pull, and that is the biggest
+    # one unless it started late
+    order = sorted(unique.items(), key=lambda kv: -(kv[1][0].size or 0))
+    if procs:
+        from . import layerprocs
+
+        results = layerprocs.ingest(store.dirs, [v for _, v in order], workers, progress)
+        return [results[src.key] for src in layer_srcs]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
         futures = {key: pool.submit(layers.ingest_layer, store.dirs, src, diff_id, key)
-                   for key, (src, diff_id) in unique.items()}
+                   for key, (src, diff_id) in order}
         try:
             for key, fut in futures.items():
                 try:
@@ -157,7 +167,8 @@ def _ingest(store: ImageStore, layer_srcs: list[LayerSource], diff_ids: list[str
 
 def _commit(store: ImageStore, src: ImageSource,
             done: list[layers.LayerInfo] | None = None, *, workers: int | None = None,
-            cancel: threading.Event | None = None) -> Image:
+            cancel: threading.Event | None = None, procs: bool = False,
+            progress=None) -> Image:
     """Layers, config and manifest blobs, then the names (called under the layer lock)."""
     cfg = json.loads(src.config)
     diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
@@ -165,7 +176,7 @@ def _commit(store: ImageStore, src: ImageSource,
         if len(diff_ids) != len(src.layers):
             raise ImageError(f"image config lists {len(diff_ids)} diff_ids for "
                              f"{len(src.layers)} layers", hint="the image is malformed")
-        done = _ingest(store, src.layers, diff_ids, workers, cancel)
+        done = _ingest(store, src.layers, diff_ids, workers, cancel, procs, progress)
     config_digest = layers.write_blob(store.dirs, src.config, src.config_digest or None, "config")
     manifest = src.manifest
     if manifest is None:

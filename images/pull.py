@@ -17,8 +17,8 @@ Every document is checked before it is believed:
   half layer (what it left in the store's tmp/ the next load sweeps).
 
 Layers already in the store are not fetched again.  Several layers download
-and unpack at once (threads: the network and the decompressor release the
-GIL); a layer whose connection breaks resumes where it broke (registry.py).
+and unpack at once, each in a child process (layerprocs.py); a layer whose
+connection breaks resumes where it broke (registry.py).
 """
 
 from __future__ import annotations
@@ -248,7 +248,8 @@ def pull(store: ImageStore, text: str, *, platform: str | None = None,
     layers.sweep_tmp(store.dirs)
     try:
         with store.index.layers_locked(exclusive=False):
-            image = importer._commit(store, src, workers=WORKERS, cancel=cancel)
+            image = importer._commit(store, src, workers=WORKERS, cancel=cancel, procs=True,
+                                     progress=None if type(progress) is Quiet else progress)
     except registry.Cancelled:
         raise KeyboardInterrupt from None
     for s in sources:
@@ -333,7 +334,8 @@ def _layer_sources(reg: registry.Registry, ref: Reference, descs: list[dict], sc
             reader = registry.BlobReader(reg, f"/v2/{ref.path}/blobs/{digest}", scope,
                                          progress=lambda n, key=key: progress.advance(key, n))
             return _Sized(reader, size, digest)
-        out.append(LayerSource(key=digest, open=opener, digest=digest, media_type=mtype))
+        out.append(LayerSource(key=digest, open=opener, digest=digest, media_type=mtype,
+                               size=d.get("size") if isinstance(d.get("size"), int) else None))
     return out
 
 

@@ -40,6 +40,7 @@ class LayerSource:
     open: Callable[[], BinaryIO]
     digest: str | None = None
     media_type: str | None = None
+    size: int | None = None  # of the blob, when a manifest says it
 
 
 @dataclass
@@ -239,7 +240,8 @@ def _oci_images(arc: Archive, repo: str) -> list[ImageSource]:
         config = _verified(arc.read(_blob_path(cdesc["digest"])), cdesc["digest"],
                            f"config {cdesc['digest']}")
         layers = [LayerSource(key=ld["digest"], open=arc.opener(_blob_path(ld["digest"])),
-                              digest=ld["digest"], media_type=ld.get("mediaType"))
+                              digest=ld["digest"], media_type=ld.get("mediaType"),
+                              size=ld.get("size") if isinstance(ld.get("size"), int) else None)
                   for ld in doc.get("layers") or []]
         by_digest[desc["digest"]] = ImageSource(names=names, config=config, layers=layers,
                                                 manifest=data, config_digest=cdesc["digest"])

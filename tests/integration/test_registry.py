@@ -201,6 +201,20 @@ def test_retries_on_503_and_429_and_resumes_a_broken_download(fresh, registry, i
         (images["three"]["layout"] / "blobs" / "sha256" / big[7:]).read_bytes()
 
 
+def _children(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return f.read().split()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (this machine's PID 1 may never reap an orphan)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_kill_9_in_the_middle_of_a_pull_then_the_next_pull_completes(fresh, registry):
     proxy = FaultProxy(registry)
     try:
@@ -210,8 +224,14 @@ def test_kill_9_in_the_middle_of_a_pull_then_the_next_pull_completes(fresh, regi
         tmp = fresh.root / "images" / "tmp"
         until(lambda: tmp.is_dir() and any(n.startswith("layer-") for n in os.listdir(tmp)))
         time.sleep(0.5)
+        # each layer is unpacked by a child process of the pull, whose pid names its files
+        kids = {int(k) for k in _children(proc.pid)}
+        owners = {int(n.split("-")[1]) for n in os.listdir(tmp) if n.startswith("layer-")}
+        assert kids and owners and owners <= kids and proc.pid not in owners
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        # the children die with the pull (PR_SET_PDEATHSIG), removing their temp files
+        until(lambda: not any(_alive(k) for k in kids))
         assert fresh.ok("images", "-q") == ""
         proxy.throttle(None)
         r = fresh("pull", proxy.ref("lib/three", "1"))

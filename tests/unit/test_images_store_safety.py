@@ -278,6 +278,27 @@ def test_load_sweeps_temp_files_of_dead_loads_only(store, tmp_path):
     assert os.listdir(tmp) == [mine.name]
 
 
+def test_the_temp_files_of_a_zombie_are_swept(store, tmp_path):
+    """A pull's layer process killed -9 and never reaped (a reaper that never comes: a
+    PID 1 that does not wait) keeps its pid: its files must go all the same."""
+    zombie = subprocess.Popen(["true"])
+    stat_file = Path(f"/proc/{zombie.pid}/stat")
+    until_zombie = time.monotonic() + 10
+    while stat_file.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < until_zombie, "the child never exited"
+        time.sleep(0.01)
+    try:
+        store.load(raw_layout(tmp_path / "first", [gzip.compress(layer_tar(BASE))],
+                              [sha(layer_tar(BASE))]))
+        tmp = store.root / "images/tmp"
+        (tmp / f"blob-{zombie.pid}-z").write_bytes(b"half a blob")
+        store.load(raw_layout(tmp_path / "second", [gzip.compress(layer_tar({"y": b"y"}))],
+                              [sha(layer_tar({"y": b"y"}))]))
+        assert os.listdir(tmp) == []
+    finally:
+        zombie.wait()
+
+
 # ---- docker save variants and platforms -------------------------------------------
 
 def test_docker_save_with_null_repo_tags_loads_nameless(store, tmp_path):

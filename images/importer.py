@@ -38,8 +38,10 @@ if TYPE_CHECKING:
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 
 
-def load(store: ImageStore, path: Path, repo: str | None) -> list[Image]:
-    """Every image of an OCI layout dir, OCI archive or docker save tar (maybe compressed)."""
+def load(store: ImageStore, path: Path, repo: str | None,
+         processes: bool | None = None) -> list[Image]:
+    """Every image of an OCI layout dir, OCI archive or docker save tar (maybe compressed);
+    its layers each in a process of its own (``processes``: see _ingest)."""
     path = Path(path)
     store._ensure()
     layers.sweep_tmp(store.dirs)
@@ -52,7 +54,7 @@ def load(store: ImageStore, path: Path, repo: str | None) -> list[Image]:
                 plain = _decompressed_copy(store, path)
         sources = read_images(plain or path, repo or repo_hint(path))
         with store.index.layers_locked(exclusive=False):
-            return [_commit(store, src) for src in sources]
+            return [_commit(store, src, procs=processes) for src in sources]
     finally:
         if plain is not None:
             plain.unlink(missing_ok=True)
@@ -118,10 +120,12 @@ class _RootfsTar:
 
 def _ingest(store: ImageStore, layer_srcs: list[LayerSource], diff_ids: list[str | None],
             workers: int | None = None, cancel: threading.Event | None = None,
-            procs: bool = False, progress=None) -> list[layers.LayerInfo]:
+            procs: bool | None = False, progress=None) -> list[layers.LayerInfo]:
     """Ingest layers in threads (joined before returning: the caller may fork), or with
-    ``procs`` each in a child process (layerprocs.py: a pull's choice; ``progress``
-    shows what the children report).
+    ``procs`` each in a child process (layerprocs.py; ``progress`` shows what the
+    children report).  ``procs=None``: processes if this process runs no other thread
+    (a fork copies only the thread that forks: a library caller's threads could hold
+    a lock the child needs), else threads.
 
     ``cancel`` (pull) is set when a layer fails or the caller is interrupted
     (Ctrl-C): the other downloads stop at their next read instead of
@@ -136,6 +140,8 @@ def _ingest(store: ImageStore, layer_srcs: list[LayerSource], diff_ids: list[str
     # the biggest first: the last layer to finish ends the pull, and that is the biggest
     # one unless it started late
     order = sorted(unique.items(), key=lambda kv: -(kv[1][0].size or 0))
+    if procs is None:
+        procs = threading.active_count() == 1
     if procs:
         from . import layerprocs
 
@@ -167,7 +173,7 @@ def _ingest(store: ImageStore, layer_srcs: list[LayerSource], diff_ids: list[str
 
 def _commit(store: ImageStore, src: ImageSource,
             done: list[layers.LayerInfo] | None = None, *, workers: int | None = None,
-            cancel: threading.Event | None = None, procs: bool = False,
+            cancel: threading.Event | None = None, procs: bool | None = False,
             progress=None) -> Image:
     """Layers, config and manifest blobs, then the names (called under the layer lock)."""
     cfg = json.loads(src.config)

@@ -183,8 +183,13 @@ class PullResult:
 
 def pull(store: ImageStore, text: str, *, platform: str | None = None,
          insecure: tuple[str, ...] = (), authfile: str | None = None,
-         progress: Quiet | None = None, cancel: threading.Event | None = None) -> PullResult:
-    """Pull ``text`` (docker's reference grammar) for ``platform`` into ``store``."""
+         progress: Quiet | None = None, cancel: threading.Event | None = None,
+         processes: bool | None = None) -> PullResult:
+    """Pull ``text`` (docker's reference grammar) for ``platform`` into ``store``.
+
+    ``processes``: a process per layer (layerprocs.py); None: when this process runs
+    no other thread (importer._ingest), else threads.
+    """
     from . import importer, layers
 
     ref = parse_reference(text)
@@ -248,7 +253,8 @@ def pull(store: ImageStore, text: str, *, platform: str | None = None,
     layers.sweep_tmp(store.dirs)
     try:
         with store.index.layers_locked(exclusive=False):
-            image = importer._commit(store, src, workers=WORKERS, cancel=cancel, procs=True,
+            image = importer._commit(store, src, workers=WORKERS, cancel=cancel,
+                                     procs=processes,
                                      progress=None if type(progress) is Quiet else progress)
     except registry.Cancelled:
         raise KeyboardInterrupt from None

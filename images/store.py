@@ -296,14 +296,16 @@ class ImageStore:
         return freed
 
     # -- importers (importer.py, imported only here: `pyctr run` never needs it) --
-    def load(self, path: Path, *, repo: str | None = None) -> list[Image]:
+    def load(self, path: Path, *, repo: str | None = None,
+             processes: bool | None = None) -> list[Image]:
         """Load every image of an OCI layout dir, OCI archive or docker save tar.
 
         ``repo`` names images whose OCI ref.name is only a tag (default: from the file name).
+        ``processes``: a process per layer (None: when this process runs no other thread).
         """
         from . import importer
 
-        return importer.load(self, Path(path), repo)
+        return importer.load(self, Path(path), repo, processes)
 
     def import_rootfs(self, tar_path: Path | str, ref: str,
                       changes: list[str] | None = None) -> Image:

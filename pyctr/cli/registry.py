@@ -38,8 +38,11 @@ def pull_image(engine, ref: str, *, platform: str | None = None, quiet: bool = F
     if not quiet and ":" not in ref.rsplit("/", 1)[-1] and "@" not in ref:
         click.echo("Using default tag: latest", file=out)
     with progress.make(quiet, out) as shown:
+        # a process per layer: the CLI's only other thread is rich's refresh (with bars),
+        # which a layer's process never touches (layerprocs.py)
         result = pull(engine.images, ref, platform=platform,
-                      insecure=_insecure(ref, tls_verify), authfile=authfile, progress=shown)
+                      insecure=_insecure(ref, tls_verify), authfile=authfile, progress=shown,
+                      processes=True)
         if not quiet:
             for line in describe(result, ref):
                 shown.message(line)

@@ -104,7 +104,7 @@ def test_gc_waits_for_a_running_load_and_keeps_what_it_wrote(store, tmp_path, mo
         return info
 
     monkeypatch.setattr(layers, "ingest_layer", ingest_then_gc)
-    (image,) = store.load(tmp_path / "new")
+    (image,) = store.load(tmp_path / "new", processes=False)  # the hook runs in this process
     collector[0].join(10)
     assert not collector[0].is_alive()
     assert results == [["Total reclaimed space: 0B"]]

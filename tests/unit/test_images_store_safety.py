@@ -211,7 +211,7 @@ def test_load_racing_remove_keeps_the_layers_it_shares(store, tmp_path, monkeypa
         return info
 
     monkeypatch.setattr(layers, "ingest_layer", ingest_then_remove)
-    (b,) = store.load(tmp_path / "b")
+    (b,) = store.load(tmp_path / "b", processes=False)  # the hook runs in this process
     remover[0].join(10)
     assert not remover[0].is_alive()
     assert [i.names for i in store.list()] == [["b:latest"]]

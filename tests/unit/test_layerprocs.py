@@ -117,3 +117,33 @@ def test_after_a_failure_no_more_layers_start_and_every_child_is_reaped(store, t
     # the control: the same layers with no failure before them are all opened
     layerprocs.ingest(store.dirs, items[1:], workers=1)
     assert sorted(p.name for p in tmp_path.glob("later*")) == ["later0", "later1", "later2"]
+
+
+def test_load_uses_processes_only_when_no_other_thread_runs(tmp_path, monkeypatch):
+    """A fork copies only the forking thread: with a caller's threads about, threads."""
+    import threading
+
+    from tests.unit.test_images_store import oci_layout
+
+    calls: list[int] = []
+    real = layerprocs.ingest
+
+    def spy(*args, **kw):
+        calls.append(threading.active_count())
+        return real(*args, **kw)
+    monkeypatch.setattr(layerprocs, "ingest", spy)
+    oci_layout(tmp_path / "one", [{"a": b"a"}], ["gzip"])
+    oci_layout(tmp_path / "two", [{"b": b"b"}], ["gzip"])
+    store = ImageStore(tmp_path / "root")
+    assert threading.active_count() == 1
+    store.load(tmp_path / "one")
+    assert calls == [1]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        (image,) = store.load(tmp_path / "two")
+    finally:
+        stop.set()
+        other.join()
+    assert calls == [1] and image.names  # loaded, in threads

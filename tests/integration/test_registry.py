@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Pyctr, until
+from tests.integration.conftest import Pyctr, alive, until
 from tests.integration.registry import (
     FaultProxy,
     build_bad_gzip_image,
@@ -206,15 +206,6 @@ def _children(pid: int) -> list[str]:
         return f.read().split()
 
 
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (this machine's PID 1 may never reap an orphan)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_kill_9_in_the_middle_of_a_pull_then_the_next_pull_completes(fresh, registry):
     proxy = FaultProxy(registry)
     try:
@@ -231,7 +222,7 @@ def test_kill_9_in_the_middle_of_a_pull_then_the_next_pull_completes(fresh, regi
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         # the children die with the pull (PR_SET_PDEATHSIG), removing their temp files
-        until(lambda: not any(_alive(k) for k in kids))
+        until(lambda: not any(alive(k) for k in kids))  # zombies: never reaped here
         assert fresh.ok("images", "-q") == ""
         proxy.throttle(None)
         r = fresh("pull", proxy.ref("lib/three", "1"))

@@ -35,6 +35,7 @@ import json
 import os
 import selectors
 import signal
+import time
 from dataclasses import asdict, dataclass, field
 
 from pyctr.errors import ImageError, PyctrError
@@ -97,11 +98,13 @@ def _child(fd: int, store_dirs, src: LayerSource, diff_id: str | None, key: str,
         os._exit(code)
 
 
-def _start(store_dirs, src: LayerSource, diff_id: str | None, progress) -> _Child:
+def _start(store_dirs, src: LayerSource, diff_id: str | None, progress,
+           siblings: list[int]) -> _Child:
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child: measured through the pull tests
-        os.close(r)
+        for fd in (r, *siblings):  # the read ends are the parent's alone
+            os.close(fd)
         _child(w, store_dirs, src, diff_id, src.key, progress)
     os.close(w)
     return _Child(pid, r, src.key)
@@ -132,19 +135,37 @@ def _reap(child: _Child) -> None:
                                  "without a result", hint="try the pull again")
 
 
-def _stop(children: dict[int, _Child]) -> None:
+def _stop(children: dict[int, _Child], grace: float = 10.0) -> None:
+    """SIGTERM every child, and SIGKILL what still runs after ``grace`` seconds (one
+    blocked on a stalled connection; its temp files are swept by the next pull)."""
     for child in children.values():
-        try:
-            os.kill(child.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for child in list(children.values()):
-        try:
-            os.waitpid(child.pid, 0)
-        except ChildProcessError:
-            pass
+        _kill(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    left = {child.pid for child in children.values()}
+    while left:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        if left and time.monotonic() > deadline:
+            for pid in left:
+                _kill(pid, signal.SIGKILL)
+            deadline = float("inf")
+        elif left:
+            time.sleep(0.01)
+    for child in children.values():
         os.close(child.fd)
     children.clear()
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def ingest(store_dirs, items: list[tuple[LayerSource, str | None]], workers: int,
@@ -162,7 +183,7 @@ def ingest(store_dirs, items: list[tuple[LayerSource, str | None]], workers: int
         while pending or running:
             while pending and len(running) < workers and error is None:
                 src, diff_id = pending.pop(0)
-                child = _start(store_dirs, src, diff_id, progress)
+                child = _start(store_dirs, src, diff_id, progress, list(running))
                 running[child.fd] = child
                 sel.register(child.fd, selectors.EVENT_READ, child)
             for key, _ in sel.select():
@@ -183,10 +204,7 @@ def ingest(store_dirs, items: list[tuple[LayerSource, str | None]], workers: int
                     error = child.error
                     pending.clear()
                     for other in running.values():  # no use going on
-                        try:
-                            os.kill(other.pid, signal.SIGTERM)
-                        except ProcessLookupError:
-                            pass
+                        _kill(other.pid, signal.SIGTERM)
     except BaseException:
         for fd in running:
             sel.unregister(fd)

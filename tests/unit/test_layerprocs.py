@@ -147,3 +147,22 @@ def test_load_uses_processes_only_when_no_other_thread_runs(tmp_path, monkeypatc
         stop.set()
         other.join()
     assert calls == [1] and image.names  # loaded, in threads
+
+
+def test_stop_kills_a_child_that_does_not_end_on_sigterm():
+    import time
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a child stuck where SIGTERM cannot reach it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.write(w, b"x")
+        time.sleep(60)
+        os._exit(0)
+    os.read(r, 1)  # it ignores SIGTERM from here on
+    os.close(w)
+    t0 = time.monotonic()
+    layerprocs._stop({r: layerprocs._Child(pid, r, "stuck")}, grace=0.3)
+    assert 0.3 <= time.monotonic() - t0 < 5
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # killed and reaped

@@ -36,7 +36,7 @@ import os
 import selectors
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from pyctr.errors import ImageError, PyctrError
 
@@ -53,7 +53,6 @@ class _Child:
     result: layers.LayerInfo | None = None
     error: BaseException | None = None
     status: int | None = None
-    events: list = field(default_factory=list)
 
 
 def _send(fd: int, event: dict) -> None:

@@ -122,9 +122,9 @@ class _Unpacker:
         self.uid, self.gid = os.geteuid(), os.getegid()
         self.privileged = self.uid == 0
         self.umask = _umask()
-        # dirs whose new entries take the dir's group (setgid), not ours
-        self.sgid: set[tuple[str, ...]] = {()} if os.fstat(self.root_fd).st_mode & stat.S_ISGID \
-            else set()
+        # per dir: do the files made in it come out as open() was told (our uid and
+        # gid, mode & ~umask)?  See _plain.
+        self.plain: dict[tuple[str, ...], bool] = {}
         self.size = 0
 
     def close(self) -> None:
@@ -144,6 +144,26 @@ class _Unpacker:
         n = len(parts)
         for key in [k for k in self.dirs if k[:n] == parts and k]:
             os.close(self.dirs.pop(key))
+        for key in [k for k in self.plain if k[:n] == parts]:
+            del self.plain[key]
+
+    def _plain(self, parts: tuple[str, ...], fd: int) -> bool:
+        """Whether a file made in this dir gets our uid and gid and ``mode & ~umask``.
+
+        Its group is the dir's when the dir is setgid or the filesystem is mounted
+        ``grpid``: both are fine if the dir's group is ours.  A default ACL masks the
+        mode instead of the umask: then the mode is set explicitly.  Read once per dir
+        (one fstat, one getxattr) and forgotten when an entry changes the dir.
+        """
+        known = self.plain.get(parts)
+        if known is None:
+            try:
+                os.getxattr(fd, "system.posix_acl_default")
+                acl = True
+            except OSError as exc:
+                acl = exc.errno not in (errno.ENODATA, errno.EOPNOTSUPP)
+            known = self.plain[parts] = not acl and os.fstat(fd).st_gid == self.gid
+        return known
 
     def dir_fd(self, parts: tuple[str, ...], entry: str, create: bool = True) -> int | None:
         fd = self.dirs.get(parts)
@@ -160,8 +180,6 @@ class _Unpacker:
                 return None
             os.mkdir(name, 0o755, dir_fd=parent)  # implied parent, as tar does
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-            if parts[:-1] in self.sgid:
-                self.sgid.add(parts)  # the kernel passes setgid down to new dirs
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
@@ -222,14 +240,15 @@ class _Unpacker:
         os.fchmod(fd, member.mode & 0o7777)
         self._xattrs(member, fd, user_ok=True)  # only dirs and regular files come here
 
-    def _meta_new_file(self, fd: int, member: tarfile.TarInfo, parent: tuple[str, ...]) -> None:
-        """_meta_fd for a file just created with ``member.mode & 0o777``: most files need
-        neither a chown (root's file, in a dir without setgid) nor a chmod (no special
-        bits, none taken by the umask), and a layer is mostly files."""
+    def _meta_new_file(self, fd: int, member: tarfile.TarInfo, plain: bool) -> None:
+        """_meta_fd for a file just created with ``member.mode & 0o777`` in a dir that is
+        ``plain`` (see _plain): most files need neither a chown (our file, as it should
+        be) nor a chmod (no special bits, none taken by the umask), and a layer is
+        mostly files."""
         mode = member.mode & 0o7777
-        if (member.uid, member.gid) != (self.uid, self.gid) or parent in self.sgid:
+        if not plain or (member.uid, member.gid) != (self.uid, self.gid):
             self._chown(os.fchown, fd, member.uid, member.gid)
-        if mode & 0o7000 or mode & self.umask:
+        if not plain or mode & 0o7000 or mode & self.umask:
             os.fchmod(fd, mode)
         if member.pax_headers:
             self._xattrs(member, fd, user_ok=True)
@@ -251,6 +270,7 @@ class _Unpacker:
         if not parts:
             if member.isdir():  # "./": the layer root's own metadata
                 self._meta_fd(self.root_fd, member)
+                self.plain.pop((), None)
                 self.dir_times.append(((), int(member.mtime * 1e9)))
             return
         if is_aufs_metadata(parts):
@@ -274,10 +294,7 @@ class _Unpacker:
             fd = self.dir_fd(parts, member.name)
             assert fd is not None
             self._meta_fd(fd, member)
-            if member.mode & stat.S_ISGID:
-                self.sgid.add(parts)
-            else:
-                self.sgid.discard(parts)
+            self.plain.pop(parts, None)  # its group, mode or ACL may have changed
             self.dir_times.append((parts, mtime))
         elif member.isreg():
             fd = self._make(parts, pfd, os.open, base, _FILE_FLAGS, member.mode & 0o777,
@@ -286,7 +303,7 @@ class _Unpacker:
                 for data in tar.data():  # views of the stream's chunks: no copy
                     while data:
                         data = data[os.write(fd, data):]
-                self._meta_new_file(fd, member, parts[:-1])
+                self._meta_new_file(fd, member, self._plain(parts[:-1], pfd))
                 os.utime(fd, ns=(mtime, mtime))
             finally:
                 os.close(fd)

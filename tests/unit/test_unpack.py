@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import tarfile
 from pathlib import Path
 
@@ -248,6 +249,29 @@ def test_modes_and_owners_of_new_files_whatever_the_umask_and_setgid_dirs(tmp_pa
     assert owner_mode("plain/open") == (0, 0, 0o666)
     assert owner_mode("plain/exec") == (0, 0, 0o755)
     assert owner_mode("plain/sticky") == (0, 0, 0o1644)
+
+
+@pytest.mark.root
+def test_a_setgid_layer_root_and_a_default_acl_do_not_change_a_files_group_or_mode(tmp_path):
+    """The kernel gives a new file the dir's group (setgid "./") or masks its mode with
+    a default ACL (set by the layer itself) instead of the umask: pyctr sets both."""
+    acl = struct.pack("<I", 2) + b"".join(  # u::rwx g::r-x o::--- (posix_acl_xattr)
+        struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in ((1, 7), (4, 5), (0x20, 0)))
+    data = make_tar(
+        (".", "dir", {"mode": 0o2755, "gid": 50}),
+        ("top", "file", {"mode": 0o644}),
+        ("d", "dir", {"pax": {"SCHILY.xattr.system.posix_acl_default":
+                              acl.decode("utf-8", "surrogateescape")}}),
+        ("d/f", "file", {"mode": 0o644}),
+    )
+    dest = unpack(tmp_path, data)
+    assert os.getxattr(dest / "d", "system.posix_acl_default") == acl
+    root = os.lstat(dest)
+    assert (root.st_gid, stat.S_IMODE(root.st_mode)) == (50, 0o2755)
+    top = os.lstat(dest / "top")
+    assert (top.st_uid, top.st_gid, stat.S_IMODE(top.st_mode)) == (0, 0, 0o644)
+    f = os.lstat(dest / "d/f")
+    assert (f.st_uid, f.st_gid, stat.S_IMODE(f.st_mode)) == (0, 0, 0o644)
 
 
 @pytest.mark.root

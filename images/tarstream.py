@@ -17,6 +17,11 @@ The extended headers are read here, as tarfile does:
 * a pax global header ``g`` is skipped, as containerd does;
 * GNU ``L`` and ``K`` hold a long name and a long link target.
 
+An entry's type is its header block's, whatever name an extended header
+gives it, and one extended header of a kind per entry: readers disagree on
+which of two wins, and an archive read two ways by two tools is how
+entries get smuggled past one of them, so a second one is refused.
+
 Sparse entries (GNU ``S``, pax ``GNU.sparse.*``) are refused: image tools
 do not write them.  A truncated stream or a bad header is an ImageError
 that says where it is.
@@ -119,43 +124,64 @@ class TarReader:
     def _next(self) -> tarfile.TarInfo | None:
         self._skip(self.left + self.pad)
         self.left = self.pad = 0
-        pax: dict[str, str] = {}
+        pax: dict[str, str] | None = None
         long_name = long_link = None
         while True:
             at = self.offset
             block = self._exact(BLOCK, "header")
-            if not block or block == _ZERO:
-                if pax or long_name is not None or long_link is not None:
+            if not block:
+                if at == 0:
+                    raise self._invalid("empty stream", at)
+                if pax is not None or long_name is not None or long_link is not None:
                     self._truncated("header")  # an extended header with no entry after it
+                return None  # no end-of-archive blocks: tolerated, as tarfile does
+            if block == _ZERO:
+                if pax is not None or long_name is not None or long_link is not None:
+                    raise self._invalid("an extended header with no entry after it", at)
                 return None  # the end: the rest (the second zero block) is not read
             try:
                 info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
             except tarfile.HeaderError as exc:
                 raise self._invalid(str(exc), at) from None
+            if info.size < 0 or info.uid < 0 or info.gid < 0:
+                raise self._invalid(f'negative number in the header of "{info.name}"', at)
             if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
                              tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
                 body = self._exact(info.size + (-info.size % BLOCK), "extended header")
                 body = body[:info.size]
+                # one of each kind for an entry: a second one is ambiguous (tarfile, Go
+                # and GNU tar disagree on which wins), so it is refused
                 if info.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
-                    pax.update(self._pax(body, at))
+                    if pax is not None:
+                        raise self._invalid("two pax headers for one entry", at)
+                    pax = self._pax(body, at)
                 elif info.type == tarfile.GNUTYPE_LONGNAME:
+                    if long_name is not None:
+                        raise self._invalid("two GNU long names for one entry", at)
                     long_name = _decode(body.split(b"\0", 1)[0])
                 elif info.type == tarfile.GNUTYPE_LONGLINK:
+                    if long_link is not None:
+                        raise self._invalid("two GNU long links for one entry", at)
                     long_link = _decode(body.split(b"\0", 1)[0])
                 continue  # a global header (g) is skipped
             break
+        pax = pax or {}
         if info.type == tarfile.GNUTYPE_SPARSE or any(k.startswith("GNU.sparse") for k in pax):
             raise ImageError(f'unsupported sparse tar entry "{info.name}"{self.where}',
                              path=self.layer, hint="rebuild the layer without sparse files")
+        if ("path" in pax and long_name is not None) or \
+                ("linkpath" in pax and long_link is not None):
+            raise self._invalid(f'both a pax and a GNU long name for "{info.name}"', at)
+        # the type is the header block's (frombuf made a "name/" of type 0 a directory):
+        # a longer name from an extended header does not change it, as in tarfile, so
+        # that what follows the header is read as the same thing by every reader
         if long_name is not None:
             info.name = long_name
         if long_link is not None:
             info.linkname = long_link
         if pax:
             self._apply_pax(info, pax, at)
-        if info.type == tarfile.AREGTYPE and info.name.endswith("/"):
-            info.type = tarfile.DIRTYPE
-        if info.type == tarfile.DIRTYPE:
+        if info.type == tarfile.DIRTYPE:  # "dir/" from a long name, as tarfile reads it
             info.name = info.name.rstrip("/") or info.name
         info.offset = at
         info.offset_data = self.offset
@@ -169,10 +195,8 @@ class TarReader:
         pos = 0
         while pos < len(body) and body[pos] != 0:
             space = body.find(b" ", pos)
-            try:
-                length = int(body[pos:space]) if space > pos else 0
-            except ValueError:
-                length = 0
+            digits = body[pos:space] if space > pos else b""
+            length = int(digits) if digits.isdigit() else 0  # ASCII digits only
             record = body[space + 1:pos + length]
             if length <= 0 or pos + length > len(body) or not record.endswith(b"\n") \
                     or b"=" not in record:
@@ -185,7 +209,7 @@ class TarReader:
     def _apply_pax(self, info: tarfile.TarInfo, pax: dict[str, str], at: int) -> None:
         for key, attr in _PAX_STR.items():
             if key in pax:
-                setattr(info, attr, pax[key])
+                setattr(info, attr, pax[key].rstrip("/") if key == "path" else pax[key])
         try:
             for key in _PAX_INT:
                 if key in pax:

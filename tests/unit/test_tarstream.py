@@ -32,6 +32,7 @@ def build(fmt: int, extra_pax: dict | None = None) -> bytes:
         add("dir/big", data=os.urandom(700_000))  # crosses the reader's chunks
         add("dir/empty")
         add("d/" + "long" * 40 + "/name", data=b"long path")
+        add("d/" + "dir" * 40, tarfile.DIRTYPE, mode=0o750)  # a long name ending in "/"
         add("link", tarfile.SYMTYPE, linkname="dir/" + "target" * 30)
         add("hard", tarfile.LNKTYPE, linkname="dir/small")
         add("dev", tarfile.CHRTYPE, devmajor=1, devminor=3)
@@ -149,3 +150,68 @@ def test_a_bad_pax_record_is_refused():
     data += tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT) + bytes(1024)
     with pytest.raises(ImageError, match="invalid layer tar: bad pax record at byte 0"):
         list(TarReader(io.BytesIO(data)))
+
+
+def _pax_block(records: bytes) -> bytes:
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type = tarfile.XHDTYPE
+    info.size = len(records)
+    return info.tobuf(tarfile.USTAR_FORMAT) + records + bytes(-len(records) % 512)
+
+
+def _record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    n = len(body) + len(str(len(body)))
+    n = len(body) + len(str(n))
+    return str(n).encode() + body
+
+
+def test_a_pax_path_ending_in_a_slash_does_not_make_a_file_a_directory():
+    """The type is the header block's: a regular file whose pax path ends in "/" keeps
+    its data, which is not read as more entries (as tarfile reads it)."""
+    inner = tarfile.TarInfo("smuggled")
+    inner.size = 0
+    hidden = inner.tobuf(tarfile.USTAR_FORMAT) + bytes(512)
+    info = tarfile.TarInfo("x")
+    info.type = tarfile.AREGTYPE
+    info.size = len(hidden)
+    data = _pax_block(_record("path", "evil/")) + info.tobuf(tarfile.USTAR_FORMAT) + hidden \
+        + bytes(1024)
+    want = read_tarfile(data)
+    assert [(e[0][0], e[0][1]) for e in want] == [("evil", tarfile.AREGTYPE)]
+    assert read_ours(data) == want
+
+
+def test_two_pax_headers_or_a_pax_and_a_gnu_name_for_one_entry_are_refused():
+    f = tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT) + bytes(1024)
+    twice = _pax_block(_record("path", "a")) + _pax_block(_record("path", "b")) + f
+    with pytest.raises(ImageError, match="two pax headers for one entry at byte 1024"):
+        list(TarReader(io.BytesIO(twice)))
+    long = tarfile.TarInfo("././@LongLink")
+    long.type = tarfile.GNUTYPE_LONGNAME
+    long.size = 2
+    both = long.tobuf(tarfile.GNU_FORMAT) + b"g\0" + bytes(510) + \
+        _pax_block(_record("path", "p")) + f
+    with pytest.raises(ImageError, match='both a pax and a GNU long name for "f"'):
+        list(TarReader(io.BytesIO(both)))
+
+
+@pytest.mark.parametrize("record", [b"+12 path=x\n", b"1_1 path=x\n", b"11 path=x\n\0"])
+def test_pax_lengths_are_plain_decimal_and_exact(record):
+    data = _pax_block(record) + tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT) + bytes(1024)
+    with pytest.raises(ImageError, match="invalid layer tar: bad pax record at byte 0"):
+        list(TarReader(io.BytesIO(data)))
+
+
+def test_a_negative_size_is_refused():
+    block = bytearray(tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT))
+    block[124:136] = b"\xff" * 12  # base-256 -1 in the size field
+    block[148:156] = b" " * 8  # the checksum counts its own field as spaces
+    block[148:155] = b"%06o\0" % sum(block)
+    with pytest.raises(ImageError, match='negative number in the header of "f" at byte 0'):
+        list(TarReader(io.BytesIO(bytes(block) + bytes(1024))))
+
+
+def test_an_empty_stream_is_not_a_layer():
+    with pytest.raises(ImageError, match="invalid layer tar: empty stream at byte 0"):
+        list(TarReader(io.BytesIO(b"")))

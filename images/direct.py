@@ -44,6 +44,10 @@ def _set_direct(fd: int, on: bool) -> bool:
     return True
 
 
+def _is_direct(fd: int) -> bool:
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+
+
 class DirectWriter:
     """Write ``fd`` with O_DIRECT where its filesystem takes it; ``finish`` writes the tail.
 
@@ -77,14 +81,17 @@ class DirectWriter:
 
     def _write(self, n: int) -> None:
         assert self.buf is not None
+        done = 0
         with memoryview(self.buf) as view:
-            try:
-                write_all(self.fd, view[:n])
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                _set_direct(self.fd, False)  # the device wants a larger alignment
-                write_all(self.fd, view[:n])
+            while done < n:
+                try:
+                    done += os.write(self.fd, view[done:n])
+                except OSError as exc:
+                    # the device wants a larger alignment, or a short write left the
+                    # offset unaligned: the rest goes through the cache
+                    if exc.errno != errno.EINVAL or not _is_direct(self.fd):
+                        raise
+                    _set_direct(self.fd, False)
         self.fill -= n
         if self.fill:
             self.buf.move(0, n, self.fill)

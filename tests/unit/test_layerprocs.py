@@ -166,3 +166,39 @@ def test_stop_kills_a_child_that_does_not_end_on_sigterm():
     assert 0.3 <= time.monotonic() - t0 < 5
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # killed and reaped
+
+
+def test_other_errors_keep_their_type_and_details(store):
+    def timing_out():
+        raise TimeoutError("timed out")
+
+    def renaming():
+        raise OSError(errno.EXDEV, "Invalid cross-device link", "/a", None, "/b")
+    with pytest.raises(TimeoutError, match="timed out"):
+        layerprocs.ingest(store.dirs, [(LayerSource(key="t", open=timing_out), None)], 1)
+    with pytest.raises(OSError) as err:
+        layerprocs.ingest(store.dirs, [(LayerSource(key="r", open=renaming), None)], 1)
+    assert (err.value.errno, err.value.filename, err.value.filename2) == \
+        (errno.EXDEV, "/a", "/b")
+
+
+def test_a_failure_stops_a_layer_still_downloading_at_once(store, monkeypatch):
+    import time
+
+    monkeypatch.setattr(layerprocs, "GRACE", 0.5)
+
+    def stalled():  # a read-ahead thread stuck on a connection that sends nothing,
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # which SIGTERM cannot cut short
+        time.sleep(60)
+
+    def failing():
+        time.sleep(0.3)
+        raise OSError(errno.EIO, "Input/output error")
+    items = [(LayerSource(key="slow", open=stalled, size=2), None),
+             (LayerSource(key="bad", open=failing, size=1), None)]
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match="Input/output error"):
+        layerprocs.ingest(store.dirs, items, workers=2)
+    assert time.monotonic() - t0 < 5  # SIGKILLed after the grace, not waited for
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

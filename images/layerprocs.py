@@ -101,7 +101,7 @@ def _child(fd: int, store_dirs, src: LayerSource, diff_id: str | None, key: str,
         # like any other, so ingest_layer removes its temp files (SIG_DFL would not)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         # rich's refresh thread may have held a lock of these at the fork: fresh ones
-        sys.stdout = sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        sys.stdout = sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         if progress is not None:  # the display's calls become lines on the pipe
             progress.state = lambda k, s: _send(fd, {"state": [k, s]})
             progress.advance = lambda k, n: _send(fd, {"advance": [k, n]})
@@ -245,6 +245,7 @@ def ingest(store_dirs, items: list[tuple[LayerSource, str | None]], workers: int
                     for fd in running:  # no use going on: stop the others now
                         sel.unregister(fd)
                     _stop(running)
+                    break  # the rest of this select's events were theirs
     except BaseException:
         for fd in running:
             sel.unregister(fd)

@@ -38,6 +38,7 @@ from pyctr.errors import ImageError
 BLOCK = tarfile.BLOCKSIZE
 CHUNK = 1 << 18
 _ZERO = bytes(BLOCK)
+MAX_EXTENDED = 1 << 20  # bytes of a pax or GNU long-name header
 _DATA_TYPES = tarfile.REGULAR_TYPES  # entries whose data follows the header
 _PAX_INT = ("size", "uid", "gid")
 _PAX_STR = {"path": "name", "linkpath": "linkname", "uname": "uname", "gname": "gname"}
@@ -147,6 +148,9 @@ class TarReader:
                 raise self._invalid(f'negative number in the header of "{info.name}"', at)
             if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
                              tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+                if info.size > MAX_EXTENDED:  # it is read into memory whole
+                    raise self._invalid(f"an extended header of {info.size} bytes (at most "
+                                        f"{MAX_EXTENDED}, as Go's archive/tar)", at)
                 body = self._exact(info.size + (-info.size % BLOCK), "extended header")
                 body = body[:info.size]
                 # one of each kind for an entry: a second one is ambiguous (tarfile, Go

@@ -215,3 +215,13 @@ def test_a_negative_size_is_refused():
 def test_an_empty_stream_is_not_a_layer():
     with pytest.raises(ImageError, match="invalid layer tar: empty stream at byte 0"):
         list(TarReader(io.BytesIO(b"")))
+
+
+def test_a_huge_extended_header_is_refused_before_it_is_read():
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type = tarfile.XHDTYPE
+    info.size = 10 << 30  # 10 GiB of "pax records", which would be read into memory
+    stream = io.BytesIO(info.tobuf(tarfile.GNU_FORMAT))
+    with pytest.raises(ImageError, match=r"an extended header of 10737418240 bytes "
+                                         r"\(at most 1048576"):
+        list(TarReader(stream))

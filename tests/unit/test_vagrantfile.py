@@ -149,34 +149,26 @@ def test_vagrant_validate_without_a_provider(tmp_path):
 
 
 @needs_vagrant
-def test_vagrant_validate_virtualbox_block(tmp_path):
-    env = vagrant_env(tmp_path, PATH=fake_vboxmanage(tmp_path), VAGRANT_DEFAULT_PROVIDER="virtualbox")
-    r = validate(REPO, env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "Vagrantfile validated successfully." in r.stdout
-    # and the check is real: a misspelt setting fails it
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "Vagrantfile").write_text(SOURCE.replace("vb.cpus = cpus", "vb.cpuz = cpus"))
-    r = validate(broken, env)
-    assert r.returncode == 1
-    assert "VirtualBox Provider:" in r.stdout + r.stderr
-    assert "The following settings shouldn't exist: cpuz" in r.stdout + r.stderr
-
-
-@needs_vagrant
-def test_vagrant_validate_libvirt_block(tmp_path):
-    env = vagrant_env(tmp_path, VAGRANT_DEFAULT_PROVIDER="libvirt")
-    if not has_libvirt_plugin(env):
+@pytest.mark.parametrize("provider, label, good, bad", [
+    ("virtualbox", "VirtualBox Provider:", "vb.cpus = cpus", "vb.cpuz = cpus"),
+    ("libvirt", "Libvirt Provider:", "lv.memory = memory_mb", "lv.memroy = memory_mb"),
+])
+def test_vagrant_validate_provider_block(tmp_path, provider, label, good, bad):
+    extra = {"PATH": fake_vboxmanage(tmp_path)} if provider == "virtualbox" else {}
+    env = vagrant_env(tmp_path, VAGRANT_DEFAULT_PROVIDER=provider, **extra)
+    if provider == "libvirt" and not has_libvirt_plugin(env):
         pytest.skip("needs the vagrant-libvirt plugin (Debian's vagrant-libvirt; scripts/setup.sh "
                     "installs it) to check the libvirt block")
     r = validate(REPO, env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Vagrantfile validated successfully." in r.stdout
+    # and the check is real: a misspelt setting fails it
+    assert good in SOURCE
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "Vagrantfile").write_text(SOURCE.replace("lv.memory = memory_mb", "lv.memroy = memory_mb"))
+    (broken / "Vagrantfile").write_text(SOURCE.replace(good, bad))
     r = validate(broken, env)
     assert r.returncode == 1
-    assert "Libvirt Provider:" in r.stdout + r.stderr
-    assert "The following settings shouldn't exist: memroy" in r.stdout + r.stderr
+    assert label in r.stdout + r.stderr
+    wrong = bad.split(" = ")[0].split(".")[1]
+    assert f"The following settings shouldn't exist: {wrong}" in r.stdout + r.stderr

@@ -59,7 +59,6 @@ class _Child:
     buf: bytes = b""
     result: layers.LayerInfo | None = None
     error: BaseException | None = None
-    status: int | None = None
 
 
 def _send(fd: int, event: dict) -> None:
@@ -158,7 +157,6 @@ def _handle(child: _Child, line: bytes, progress) -> None:
 
 def _reap(child: _Child) -> None:
     _, status = os.waitpid(child.pid, 0)
-    child.status = status
     os.close(child.fd)
     if child.result is None and child.error is None:
         how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)

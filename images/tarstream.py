@@ -35,8 +35,9 @@ from typing import BinaryIO
 
 from pyctr.errors import ImageError
 
+from .compress import CHUNK
+
 BLOCK = tarfile.BLOCKSIZE
-CHUNK = 1 << 18
 _ZERO = bytes(BLOCK)
 MAX_EXTENDED = 1 << 20  # bytes of a pax or GNU long-name header
 _DATA_TYPES = tarfile.REGULAR_TYPES  # entries whose data follows the header
